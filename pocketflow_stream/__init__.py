@@ -1,0 +1,1 @@
+"""pocketflow_stream"""

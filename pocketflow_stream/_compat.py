@@ -1,0 +1,29 @@
+"""Compatibility shims shared by every layer (the bottom of the import graph; imports nothing).
+
+`frozen_slots` exists because Python 3.9's dataclasses have no `slots=True`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["frozen_slots"]
+
+
+def frozen_slots(cls: type[T]) -> type[T]:
+    """`@dataclass(frozen=True, slots=True)` on every Python we support."""
+    cls = dataclass(frozen=True)(cls)
+    field_names = tuple(field.name for field in fields(cls))  # ClassVars are not fields
+    namespace: dict[str, Any] = {
+        key: value
+        for key, value in cls.__dict__.items()
+        # defaults live in the generated __init__; as class attributes they would clash with slots
+        if key not in field_names and key not in ("__dict__", "__weakref__")
+    }
+    namespace["__slots__"] = field_names
+    slotted = type(cls)(cls.__name__, cls.__bases__, namespace)
+    slotted.__qualname__ = cls.__qualname__
+    return slotted  # type: ignore[return-value]
