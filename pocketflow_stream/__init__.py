@@ -1,1 +1,50 @@
-"""pocketflow_stream"""
+"""pocketflow_stream: PocketFlow's nodes and flows, with streaming as a first-class path.
+
+    from pocketflow_stream import StreamNode, StreamFlow
+
+Layers (each imports only the ones above it in this list):
+    _compat, events, errors -> engine -> nodes -> flows      (the core; knows no LLM or UI)
+    llm                                                       (provider-neutral LLM streaming)
+"""
+
+from .engine import drain
+from .errors import FlowError, MaxStepsExceeded, node_path_of
+from .events import (
+    Chunk,
+    Event,
+    FlowFinished,
+    NodeFinished,
+    NodeStarted,
+    Origin,
+    Retry,
+    StreamItem,
+    json_ready,
+)
+from .flows import BatchFlow, Flow, StreamFlow
+from .nodes import BaseNode, BatchNode, Node, StreamBatchNode, StreamNode
+
+__all__ = [
+    "BaseNode",
+    "Node",
+    "BatchNode",
+    "StreamNode",
+    "StreamBatchNode",
+    "Flow",
+    "StreamFlow",
+    "BatchFlow",
+    "Chunk",
+    "Origin",
+    "Event",
+    "StreamItem",
+    "NodeStarted",
+    "NodeFinished",
+    "Retry",
+    "FlowFinished",
+    "FlowError",
+    "MaxStepsExceeded",
+    "node_path_of",
+    "json_ready",
+    "drain",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,161 @@
+"""Core engine benchmarks: every figure is a ratio against a baseline measured in this run.
+
+    python bench/bench_core.py            # needs the bench extra: pip install -e .[bench]
+
+1. Per node-step cost on a two-node plan <-> action loop of trivial nodes:
+   StreamFlow.run_stream and Flow.run, against PocketFlow 0.0.3's Flow.run.
+   Targets: run_stream <= 0.6x, run <= 0.5x.
+2. Per-chunk cost of a StreamNode's chunks coming out of run_stream through three levels of
+   nested flows, against a bare `yield from` chain three generators deep. Target <= 2.5x.
+3. Peak memory (tracemalloc) of a 1,000,000-turn loop above a 1,000-turn loop. Target < 10 MB.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+import tracemalloc
+import warnings
+from typing import Callable
+
+import pocketflow_stream as pfs
+
+try:
+    import pocketflow as pocketflow_003
+except ImportError:  # pragma: no cover - the bench extra is missing
+    sys.exit("bench_core needs PocketFlow 0.0.3: pip install -e .[bench]")
+
+
+def best_of(repeats: int, measure: Callable[[], float]) -> float:
+    return min(measure() for _ in range(repeats))
+
+
+# --- 1. per node-step cost -----------------------------------------------------------------
+
+
+def make_loop(module):
+    """plan -"act"-> action -> plan ..., ending after shared["turns"] turns."""
+
+    class Plan(module.Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["turn"] += 1
+            return "act" if shared["turn"] < shared["turns"] else "done"
+
+    class Action(module.Node):
+        def post(self, shared, prep_res, exec_res):
+            return "default"
+
+    plan, action = Plan(), Action()
+    plan - "act" >> action
+    action >> plan
+    return module.Flow(start=plan)
+
+
+def per_step(run: Callable[[dict], object], turns: int) -> float:
+    def measure() -> float:
+        shared = {"turn": 0, "turns": turns}
+        gc.collect()
+        start = time.perf_counter()
+        run(shared)
+        elapsed = time.perf_counter() - start
+        assert shared["turn"] == turns
+        return elapsed / (2 * turns - 1)
+
+    return best_of(5, measure)
+
+
+def bench_steps(turns: int = 100_000) -> dict:
+    ours = make_loop(pfs)
+    theirs = make_loop(pocketflow_003)
+
+    def drain_stream(shared: dict) -> None:
+        for _ in ours.run_stream(shared):
+            pass
+
+    baseline = per_step(theirs.run, turns)
+    stream = per_step(drain_stream, turns)
+    run = per_step(ours.run, turns)
+    return {"pocketflow": baseline, "run_stream": stream, "run": run}
+
+
+# --- 2. per-chunk cost through nested flows -------------------------------------------------
+
+
+def bench_chunks(count: int = 1_000_000) -> dict:
+    class Talk(pfs.StreamNode):
+        def exec_stream(self, prep_res):
+            for index in range(count):
+                yield index
+            return None
+
+    flow = pfs.StreamFlow(start=pfs.Flow(start=pfs.Flow(start=Talk())))
+
+    def source():
+        for index in range(count):
+            yield index
+        return None
+
+    def level(inner):
+        result = yield from inner
+        return result
+
+    def bare() -> float:
+        gc.collect()
+        start = time.perf_counter()
+        for _ in level(level(source())):  # three generators deep, like three nested flows
+            pass
+        return (time.perf_counter() - start) / count
+
+    def ours() -> float:
+        gc.collect()
+        start = time.perf_counter()
+        for _ in flow.run_stream({}):
+            pass
+        return (time.perf_counter() - start) / count
+
+    return {"bare": best_of(3, bare), "run_stream": best_of(3, ours)}
+
+
+# --- 3. memory of a long loop ---------------------------------------------------------------
+
+
+def peak_memory(turns: int) -> int:
+    flow = make_loop(pfs)
+    shared = {"turn": 0, "turns": turns}
+    gc.collect()
+    tracemalloc.start()
+    for _ in flow.run_stream(shared):
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")  # "Flow ends: 'done' not found" ends every loop, in both
+    steps = bench_steps()
+    print("per node-step (two-node loop, 100,000 turns)")
+    print(f"  PocketFlow 0.0.3 Flow.run : {steps['pocketflow'] * 1e9:8.0f} ns")
+    for key, target in (("run_stream", 0.6), ("run", 0.5)):
+        ratio = steps[key] / steps["pocketflow"]
+        verdict = "ok" if ratio <= target else "MISSED"
+        print(f"  ours {key:<20} : {steps[key] * 1e9:8.0f} ns  {ratio:.2f}x  target <= {target}x {verdict}")
+
+    chunks = bench_chunks()
+    ratio = chunks["run_stream"] / chunks["bare"]
+    verdict = "ok" if ratio <= 2.5 else "MISSED"
+    print("per chunk (StreamNode inside three nested flows, 1,000,000 chunks)")
+    print(f"  bare yield-from chain     : {chunks['bare'] * 1e9:8.0f} ns")
+    print(f"  ours run_stream           : {chunks['run_stream'] * 1e9:8.0f} ns  {ratio:.2f}x  target <= 2.5x {verdict}")
+
+    small, large = peak_memory(1_000), peak_memory(1_000_000)
+    extra = (large - small) / 1e6
+    verdict = "ok" if extra < 10 else "MISSED"
+    print("peak memory (tracemalloc), run_stream of the loop")
+    print(f"  1,000 turns {small / 1e6:.3f} MB; 1,000,000 turns {large / 1e6:.3f} MB; "
+          f"difference {extra:+.3f} MB  target < 10 MB {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""What a streamed run yields: chunks (the default) and lifecycle events (opt-in).
+
+A closed set of small immutable objects, each with a JSON-ready `to_dict()`, so a stream can
+cross a process boundary (SSE, a websocket, a queue) unchanged. This module knows nothing of
+nodes, flows or the engine's frames: the engine hands it an `Origin` and the data.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
+
+from ._compat import frozen_slots
+
+__all__ = [
+    "Origin",
+    "Chunk",
+    "NodeStarted",
+    "NodeFinished",
+    "Retry",
+    "FlowFinished",
+    "Event",
+    "StreamItem",
+    "json_ready",
+]
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with every object that has a `to_dict()` replaced by it (recursively through
+    lists, tuples and dicts), so `json.dumps` can take it when the app's data is JSON-able."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: json_ready(item) for key, item in value.items()}
+    return value
+
+
+class Origin:
+    """Where chunks come from: one node, at one place in the flow, for one batch item and one
+    attempt. Made once per node run (not per chunk) and shared by all the chunks it makes.
+
+    The path is kept as a link to the enclosing flow's origin and built on demand, so flows
+    nested ten thousand deep cost constant memory per level.
+    """
+
+    __slots__ = ("name", "parent", "batch", "item", "attempt")
+
+    def __init__(
+        self,
+        name: str,
+        parent: Optional[Origin] = None,
+        batch: Optional[Mapping[str, Any]] = None,
+        item: Optional[int] = None,
+        attempt: int = 0,
+    ) -> None:
+        self.name = name
+        self.parent = parent
+        self.batch = batch
+        self.item = item
+        self.attempt = attempt
+
+    @property
+    def path(self) -> Tuple[str, ...]:
+        names = []
+        origin: Optional[Origin] = self
+        while origin is not None:
+            names.append(origin.name)
+            origin = origin.parent
+        names.reverse()
+        return tuple(names)
+
+    def __repr__(self) -> str:
+        return f"Origin(path={self.path!r}, item={self.item!r}, attempt={self.attempt!r})"
+
+
+class Chunk(Tuple[Origin, Any]):
+    """One value a node yielded, tagged with where it came from.
+
+    - `data`: what the node yielded, untouched.
+    - `node`: the node's name (its `name` if given, else its class name).
+    - `path`: names from the outermost flow below the one being run down to the node.
+    - `item`: the batch item's index for a StreamBatchNode, else None.
+    - `attempt`: 0 for the first try; a retried node's chunks carry the retry's number.
+    - `batch`: the params of the innermost BatchFlow iteration the node runs in, else None.
+
+    A chunk is the pair `(origin, data)` underneath, made as `Chunk((origin, data))`: it is
+    the one object made per chunk, and a tuple subclass without a Python-level `__new__` is the
+    cheapest immutable object Python can make.
+    """
+
+    __slots__ = ()
+    type: ClassVar[str] = "chunk"
+
+    @property
+    def origin(self) -> Origin:
+        return self[0]
+
+    @property
+    def data(self) -> Any:
+        return self[1]
+
+    @property
+    def node(self) -> str:
+        return self[0].name
+
+    @property
+    def path(self) -> Tuple[str, ...]:
+        return self[0].path
+
+    @property
+    def item(self) -> Optional[int]:
+        return self[0].item
+
+    @property
+    def attempt(self) -> int:
+        return self[0].attempt
+
+    @property
+    def batch(self) -> Optional[Mapping[str, Any]]:
+        return self[0].batch
+
+    def to_dict(self) -> Dict[str, Any]:
+        origin = self[0]
+        return {
+            "type": "chunk",
+            "node": origin.name,
+            "path": list(origin.path),
+            "item": origin.item,
+            "attempt": origin.attempt,
+            "batch": None if origin.batch is None else json_ready(dict(origin.batch)),
+            "data": json_ready(self[1]),
+        }
+
+    def __repr__(self) -> str:
+        return f"Chunk(node={self.node!r}, path={self.path!r}, data={self.data!r})"
+
+
+def freeze_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only view of a batch iteration's params, for `Chunk.batch`."""
+    return MappingProxyType(dict(params))
+
+
+class _EventBase:
+    __slots__ = ()
+    type: ClassVar[str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"type": self.type}
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            value = getattr(self, name)
+            out[name] = list(value) if name == "path" else json_ready(value)
+        return out
+
+
+@frozen_slots
+class NodeStarted(_EventBase):
+    """A flow stepped into a node (a sub-flow counts as a node of its flow)."""
+
+    type: ClassVar[str] = "node_started"
+    node: str
+    path: Tuple[str, ...]
+
+
+@frozen_slots
+class NodeFinished(_EventBase):
+    """A node's post returned `action`, `duration` seconds after it started."""
+
+    type: ClassVar[str] = "node_finished"
+    node: str
+    path: Tuple[str, ...]
+    action: Optional[str]
+    duration: float
+
+
+@frozen_slots
+class Retry(_EventBase):
+    """Attempt `attempt` (0-based) of a node (of batch item `item`) failed with `error` and will
+    be tried again: chunks of that node and item with this `attempt` belong to the failed try."""
+
+    type: ClassVar[str] = "retry"
+    node: str
+    path: Tuple[str, ...]
+    item: Optional[int]
+    attempt: int
+    error: str
+
+
+@frozen_slots
+class FlowFinished(_EventBase):
+    """The flow being run finished with `action` (always the last item of a stream)."""
+
+    type: ClassVar[str] = "flow_finished"
+    node: str
+    path: Tuple[str, ...]
+    action: Optional[str]
+    duration: float
+
+
+Event = Union[NodeStarted, NodeFinished, Retry, FlowFinished]
+StreamItem = Union[Chunk, Event]

@@ -1,0 +1,205 @@
+"""Nodes: the units a flow runs. Each class adds one idea to the one above it.
+
+- BaseNode: prep -> exec -> post, params, successors and the `>>` / `- "action" >>` wiring.
+- Node: retries (max_retries, wait, cur_retry) and exec_fallback.
+- BatchNode: exec once per item of what prep returned.
+- StreamNode: exec_stream, a generator whose yields stream out and whose return value is exec_res.
+- StreamBatchNode: exec_stream once per item; chunks carry the item's index.
+
+Running is not done here: every `run` / `run_stream` hands the node to the engine.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Collection, Dict, Generator, Optional
+
+from . import engine
+from .events import Chunk, Event, StreamItem
+
+__all__ = ["BaseNode", "Node", "BatchNode", "StreamNode", "StreamBatchNode"]
+
+
+class BaseNode:
+    """A node: `prep(shared)` -> `exec(prep_res)` -> `post(shared, prep_res, exec_res)`.
+
+    `post` returns the action that picks the next node in a flow (None means "default").
+    """
+
+    _kind = engine.NODE
+    _batch = False
+    #: The node's name in chunk tags and errors; None means its class name.
+    name: Optional[str] = None
+    max_retries = 1
+    wait: float = 0
+
+    def __init__(self, *, name: Optional[str] = None) -> None:
+        self.params: Dict[str, Any] = {}
+        self.successors: Dict[str, BaseNode] = {}
+        if name is not None:
+            self.name = name
+
+    def set_params(self, params: Dict[str, Any]) -> None:
+        self.params = params
+
+    def next(self, node: BaseNode, action: str = "default") -> BaseNode:
+        """Make `node` follow this one after `action`; returns `node` so wiring chains."""
+        if action in self.successors:
+            warnings.warn(f"Overwriting successor for action '{action}'", stacklevel=2)
+        self.successors[action] = node
+        return node
+
+    def prep(self, shared: Any) -> Any:
+        return None
+
+    def exec(self, prep_res: Any) -> Any:
+        return None
+
+    def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+        return None
+
+    def run(
+        self,
+        shared: Any,
+        *,
+        on_chunk: Optional[Callable[[Chunk], Any]] = None,
+        on_event: Optional[Callable[[Event], Any]] = None,
+        nodes: Optional[Collection[str]] = None,
+        max_steps: Optional[int] = None,
+    ) -> Optional[str]:
+        """Run to the end and return the final action.
+
+        The push driver: `on_chunk` is called with every Chunk as it is made (only those from
+        the nodes or flows named in `nodes`, when given), `on_event` with every lifecycle event.
+        Without callbacks, chunks are not even made.
+        """
+        if self.successors:
+            warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
+        stream = engine.walk(
+            self,
+            shared,
+            chunks=on_chunk is not None,
+            events=on_event is not None,
+            nodes=nodes,
+            max_steps=max_steps,
+        )
+        if on_chunk is None and on_event is None:
+            return engine.drain(stream)  # type: ignore[no-any-return]
+        return _push(stream, on_chunk, on_event)
+
+    def run_stream(
+        self,
+        shared: Any,
+        *,
+        events: bool = False,
+        nodes: Optional[Collection[str]] = None,
+        max_steps: Optional[int] = None,
+    ) -> Generator[StreamItem, None, Optional[str]]:
+        """Run, yielding every Chunk as it is made; the generator returns the final action.
+
+        `events=True` adds lifecycle events (NodeStarted, NodeFinished, Retry, FlowFinished).
+        `nodes` keeps only the chunks of the nodes (or of the flows) with those names.
+        Closing the generator stops the run: the running exec_stream is closed, nothing after
+        it runs. Example::
+
+            for chunk in flow.run_stream(shared):
+                print(chunk.node, chunk.data)
+            action = yield from flow.run_stream(shared)   # inside another generator
+        """
+        if self.successors:
+            warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
+        return engine.walk(self, shared, events=events, nodes=nodes, max_steps=max_steps)
+
+    def _run(self, shared: Any) -> Optional[str]:  # PocketFlow's name, for apps that call it
+        return engine.drain(engine.walk(self, shared, chunks=False))  # type: ignore[no-any-return]
+
+    def __rshift__(self, other: BaseNode) -> BaseNode:
+        return self.next(other)
+
+    def __sub__(self, action: str) -> _ConditionalTransition:
+        if isinstance(action, str):
+            return _ConditionalTransition(self, action)
+        raise TypeError("Action must be a string")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {engine.node_name(self)!r}>"
+
+
+class _ConditionalTransition:
+    """What `node - "action"` makes, waiting for `>> next_node`."""
+
+    __slots__ = ("source", "action")
+
+    def __init__(self, source: BaseNode, action: str) -> None:
+        self.source = source
+        self.action = action
+
+    def __rshift__(self, target: BaseNode) -> BaseNode:
+        return self.source.next(target, self.action)
+
+
+class Node(BaseNode):
+    """A node whose exec is tried up to `max_retries` times, `wait` seconds apart.
+
+    `cur_retry` holds the 0-based attempt. After the last failure `exec_fallback(prep_res, exc)`
+    gives exec_res instead; by default it re-raises.
+    """
+
+    def __init__(self, max_retries: int = 1, wait: float = 0, *, name: Optional[str] = None):
+        super().__init__(name=name)
+        self.max_retries = max_retries
+        self.wait = wait
+        self.cur_retry = 0
+
+    def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
+        raise exc
+
+
+class BatchNode(Node):
+    """prep returns a list of items (None counts as empty); exec runs once per item (with the
+    retry rules per item); exec_res is the list of results."""
+
+    _batch = True
+
+
+class StreamNode(Node):
+    """A node whose `exec_stream(prep_res)` is a generator: every yielded value reaches the
+    caller at once as a Chunk, and the generator's return value is exec_res for `post`.
+
+    Retries restart exec_stream (chunks of a failed attempt carry its `attempt` number);
+    `exec_fallback` may itself be a generator that streams. A StreamNode that only defines
+    `exec` works like a Node.
+    """
+
+    _kind = engine.STREAM
+
+    def exec_stream(self, prep_res: Any) -> Generator[Any, None, Any]:
+        return self.exec(prep_res)
+        yield  # pragma: no cover - makes this a generator function
+
+
+class StreamBatchNode(StreamNode):
+    """exec_stream runs once per item of prep's list; chunks carry the item's index in
+    `chunk.item`; exec_res is the list of the generators' return values."""
+
+    _batch = True
+
+
+def _push(
+    stream: Generator[StreamItem, None, Optional[str]],
+    on_chunk: Optional[Callable[[Chunk], Any]],
+    on_event: Optional[Callable[[Event], Any]],
+) -> Optional[str]:
+    step = stream.__next__
+    try:
+        while True:
+            item = step()
+            if type(item) is Chunk:
+                if on_chunk is not None:
+                    on_chunk(item)
+            elif on_event is not None:
+                on_event(item)  # type: ignore[arg-type]
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        stream.close()
