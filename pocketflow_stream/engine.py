@@ -278,8 +278,7 @@ def _enter_flow(flow: Any, shared: Any, parent: Optional[FlowFrame], options: _O
     try:
         if flow.start_node is None:
             raise FlowError(
-                f"{type(flow).__name__} {describe_path(_flow_path(frame) or (node_name(flow),))}"
-                " has no start node: "
+                f"{_flow_label(frame)} has no start node: "
                 "give it one with Flow(start=node) or flow.start(node)."
             )
         prep_res = flow.prep(shared)
@@ -348,8 +347,7 @@ def _count_step(frame: FlowFrame, node: Any) -> None:
     frame.recent.append(node_name(node))  # type: ignore[union-attr]
     if frame.steps > frame.max_steps:  # type: ignore[operator]
         raise MaxStepsExceeded(
-            f"{type(frame.flow).__name__} {describe_path(_flow_path(frame) or (node_name(frame.flow),))}"
-            f" exceeded max_steps={frame.max_steps}: "
+            f"{_flow_label(frame)} exceeded max_steps={frame.max_steps}: "
             f"it is still looping through {' -> '.join(frame.recent)}. If the loop is meant "
             "to run longer, raise max_steps; otherwise check the actions its nodes return."
         )
@@ -549,6 +547,13 @@ def _choose_copier(cls: type) -> Callable[[Any], Any]:
 
 def _flow_path(frame: FlowFrame) -> tuple:
     return () if frame.origin is None else frame.origin.path
+
+
+def _flow_label(frame: FlowFrame) -> str:
+    """'StreamFlow Agent > Inner' for a sub-flow, "Flow 'Agent'" for the flow being run."""
+    if frame.origin is None:
+        return f"{type(frame.flow).__name__} {node_name(frame.flow)!r}"
+    return f"{type(frame.flow).__name__} {describe_path(frame.origin.path)}"
 
 
 def _child_path(frame: FlowFrame, node: Any) -> tuple:

@@ -55,9 +55,9 @@ class Flow(BaseNode):
 class StreamFlow(Flow):
     """A Flow. Every flow streams; this name says that you mean to call `run_stream`::
 
-        flow = StreamFlow(start=plan)
-        for chunk in flow.run_stream(shared):
-            print(chunk.node, chunk.data)
+    flow = StreamFlow(start=plan)
+    for chunk in flow.run_stream(shared):
+        print(chunk.node, chunk.data)
     """
 
 
