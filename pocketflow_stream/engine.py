@@ -561,10 +561,12 @@ def _child_path(frame: FlowFrame, node: Any) -> tuple:
 
 
 def _bad_action(action: Any, path: tuple) -> FlowError:
-    return FlowError(
+    error = FlowError(
         f"node {describe_path(path)}: post returned {action!r} ({type(action).__name__}) as its "
         "action; an action must be a str naming the transition to take (or None for 'default')."
     )
+    attach_node_path(error, path)
+    return error
 
 
 def _not_a_generator(node: Any, made: Any, path: tuple) -> FlowError:
