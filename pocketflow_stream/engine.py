@@ -164,15 +164,18 @@ def walk(
                         frame.running = None
                         made.close()
                 if error is not None:
-                    if frame.failed is not None or frame.attempt + 1 >= node.max_retries:
-                        _give_up(frame, error)  # raises, or arms exec_fallback for next pass
-                        continue
-                    if events:
+                    last = frame.attempt + 1 >= node.max_retries
+                    if frame.failed is not None or (last and not hasattr(node, "exec_fallback")):
+                        attach_node_path(error, frame.origin.path)
+                        raise error
+                    if events:  # the failed attempt's chunks are to be dropped
                         origin = frame.attempt_origin()
                         yield Retry(
                             origin.name, origin.path, origin.item, frame.attempt, _describe(error)
                         )
-                    if node.wait > 0:
+                    if last:  # the next pass runs exec_fallback, as attempt max_retries
+                        frame.failed = error
+                    elif node.wait > 0:
                         time.sleep(node.wait)
                     frame.attempt += 1
                     continue
@@ -282,14 +285,15 @@ def _enter_flow(flow: Any, shared: Any, parent: Optional[FlowFrame], options: _O
                 "give it one with Flow(start=node) or flow.start(node)."
             )
         prep_res = flow.prep(shared)
-        frame.prep_res = prep_res
-        if flow._batch:
+        if flow._batch:  # the walk starts the first batch when it sees frame.node is None
+            prep_res = prep_res or []  # what a BatchFlow's post gets, as in PocketFlow
             frame.batches = _batch_params(prep_res)
         else:
             frame.params = {**flow.params}
             frame.node = _copy(flow.start_node)
+        frame.prep_res = prep_res
     except Exception as exc:
-        attach_node_path(exc, _flow_path(frame))
+        attach_node_path(exc, _own_path(frame))
         raise
     return frame
 
@@ -319,9 +323,9 @@ def _leave_flow(frame: FlowFrame, shared: Any) -> Optional[str]:
     try:
         action = frame.flow.post(shared, frame.prep_res, exec_res)
         if action is not None and not isinstance(action, str):
-            raise _bad_action(action, _flow_path(frame) or (node_name(frame.flow),))
+            raise _bad_action(action, _own_path(frame))
     except Exception as exc:
-        attach_node_path(exc, _flow_path(frame))
+        attach_node_path(exc, _own_path(frame))
         raise
     return action
 
@@ -436,7 +440,8 @@ def _attempt(frame: NodeFrame) -> Any:
     node = frame.node
     item = frame.items[frame.index]
     failed = frame.failed
-    node.cur_retry = frame.attempt
+    if failed is None:  # during exec_fallback cur_retry stays at the last attempt, as in PocketFlow
+        node.cur_retry = frame.attempt
     try:
         if failed is not None:
             made = node.exec_fallback(item, failed)
@@ -461,14 +466,6 @@ def _attempt(frame: NodeFrame) -> Any:
         return _FAILED
     frame.result = made
     return _DONE
-
-
-def _give_up(frame: NodeFrame, error: Exception) -> None:
-    """The last attempt failed: arm exec_fallback for the next pass, or raise."""
-    if frame.failed is not None or not hasattr(frame.node, "exec_fallback"):
-        attach_node_path(error, frame.origin.path)
-        raise error
-    frame.failed = error
 
 
 def _post(frame: NodeFrame, shared: Any) -> Optional[str]:
@@ -547,6 +544,11 @@ def _choose_copier(cls: type) -> Callable[[Any], Any]:
 
 def _flow_path(frame: FlowFrame) -> tuple:
     return () if frame.origin is None else frame.origin.path
+
+
+def _own_path(frame: FlowFrame) -> tuple:
+    """The flow's path for its own errors: its name alone for the flow being run."""
+    return _flow_path(frame) or (node_name(frame.flow),)
 
 
 def _flow_label(frame: FlowFrame) -> str:

@@ -176,8 +176,9 @@ class NodeFinished(_EventBase):
 
 @frozen_slots
 class Retry(_EventBase):
-    """Attempt `attempt` (0-based) of a node (of batch item `item`) failed with `error` and will
-    be tried again: chunks of that node and item with this `attempt` belong to the failed try."""
+    """Attempt `attempt` (0-based) of a node (of batch item `item`) failed with `error`; the
+    next attempt (or, after the last, exec_fallback as attempt `max_retries`) follows. Chunks of
+    that node and item with this `attempt` belong to the failed try: a UI drops them."""
 
     type: ClassVar[str] = "retry"
     node: str
