@@ -75,7 +75,7 @@ class Origin:
         return f"Origin(path={self.path!r}, item={self.item!r}, attempt={self.attempt!r})"
 
 
-class Chunk(Tuple[Origin, Any]):
+class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in the MRO
     """One value a node yielded, tagged with where it came from.
 
     - `data`: what the node yielded, untouched.
