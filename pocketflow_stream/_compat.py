@@ -24,6 +24,13 @@ def frozen_slots(cls: type[T]) -> type[T]:
         if key not in field_names and key not in ("__dict__", "__weakref__")
     }
     namespace["__slots__"] = field_names
+    # pickling and copying rebuild through __init__: slot state restored by setattr would
+    # trip the frozen check (3.10's slots=True adds __getstate__/__setstate__ for the same)
+    namespace["__reduce__"] = _reduce_by_fields
     slotted = type(cls)(cls.__name__, cls.__bases__, namespace)
     slotted.__qualname__ = cls.__qualname__
     return slotted  # type: ignore[return-value]
+
+
+def _reduce_by_fields(self: Any) -> Any:
+    return (type(self), tuple(getattr(self, name) for name in self.__slots__))

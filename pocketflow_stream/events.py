@@ -55,11 +55,21 @@ class Origin:
         item: Optional[int] = None,
         attempt: int = 0,
     ) -> None:
-        self.name = name
-        self.parent = parent
-        self.batch = batch
-        self.item = item
-        self.attempt = attempt
+        _set = object.__setattr__  # shared by every chunk of a node run: immutable once made
+        _set(self, "name", name)
+        _set(self, "parent", parent)
+        _set(self, "batch", batch)
+        _set(self, "item", item)
+        _set(self, "attempt", attempt)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Origin is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Origin is immutable: cannot delete {name!r}")
+
+    def __reduce__(self) -> Any:
+        return (Origin, (self.name, self.parent, self.batch, self.item, self.attempt))
 
     @property
     def path(self) -> Tuple[str, ...]:
