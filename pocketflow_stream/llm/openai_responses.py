@@ -1,0 +1,301 @@
+"""OpenAI Responses API stream events -> unified deltas.
+
+Reads the events of `client.responses.create(..., stream=True)` as SDK objects, or as dicts
+decoded from the SSE `data:` lines. Handled: output text, refusal, reasoning summary and
+reasoning text deltas; function calls (`response.output_item.added` / `.done`,
+`response.function_call_arguments.delta` / `.done`); `response.completed`,
+`response.incomplete` (`max_output_tokens` -> "length", `content_filter`), `response.failed`
+and `error`. Every other event type is skipped.
+
+Function calls get indexes 0, 1, … in order of appearance (the wire's `output_index` counts
+every output item, messages and reasoning included). A call is found by its `item_id`, else by
+its `output_index`, so a stream that skipped `output_item.added` still works.
+
+The `.done` events and `response.output_item.done` repeat the whole text. Whatever part of it
+the deltas did not already bring is sent then: some servers send a call's arguments only in
+`function_call_arguments.done` (https://github.com/BerriAI/litellm/issues/27144), and vLLM
+could hold back the last fragment (https://github.com/vllm-project/vllm/pull/44348).
+
+Reasoning summary parts are joined with a blank line, so the summary reads as paragraphs.
+
+This module knows the Responses wire format and nothing of the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from .deltas import (
+    Delta,
+    Finish,
+    ProviderError,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from .openai_chat import _arguments_text, _field
+
+__all__ = ["OpenAIResponsesAdapter", "openai_responses_deltas"]
+
+_INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+# A streamed text is keyed by what it is and where it sits: (kind, item id, part index).
+_TextKey = Tuple[str, str, int]
+
+
+class _FunctionCall:
+    __slots__ = ("index", "id", "name", "arguments", "announced", "ended")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id: Optional[str] = None
+        self.name = ""
+        self.arguments: List[str] = []
+        self.announced = False
+        self.ended = False
+
+
+class OpenAIResponsesAdapter:
+    """Stateful converter of one Responses API event stream into deltas.
+
+    >>> adapter = OpenAIResponsesAdapter()
+    >>> adapter.feed({"type": "response.output_text.delta", "item_id": "msg_1",
+    ...               "output_index": 0, "content_index": 0, "delta": "Hi"})
+    [TextDelta(text='Hi')]
+    """
+
+    def __init__(self) -> None:
+        self._calls: List[_FunctionCall] = []
+        self._calls_by_item: Dict[str, _FunctionCall] = {}
+        self._calls_by_output: Dict[int, _FunctionCall] = {}
+        self._texts: Dict[_TextKey, List[str]] = {}
+        self._reasoning_key: Optional[_TextKey] = None
+        self._handlers: Dict[str, Callable[[Any, List[Delta]], None]] = {
+            "response.output_text.delta": self._text_delta,
+            "response.output_text.done": self._text_done,
+            "response.refusal.delta": self._text_delta,
+            "response.refusal.done": self._text_done,
+            "response.reasoning_summary_text.delta": self._text_delta,
+            "response.reasoning_summary_text.done": self._text_done,
+            "response.reasoning_text.delta": self._text_delta,
+            "response.reasoning_text.done": self._text_done,
+            "response.output_item.added": self._item_added,
+            "response.output_item.done": self._item_done,
+            "response.function_call_arguments.delta": self._arguments_delta,
+            "response.function_call_arguments.done": self._arguments_done,
+            "response.completed": self._completed,
+            "response.incomplete": self._completed,
+            "response.failed": self._failed,
+            "error": self._error,
+        }
+
+    def feed(self, event: Any) -> List[Delta]:
+        """Consume one stream event; return its deltas (none for unknown event types)."""
+        out: List[Delta] = []
+        handler = self._handlers.get(_field(event, "type", ""))
+        if handler is not None:
+            handler(event, out)
+        return out
+
+    def close(self) -> List[Delta]:
+        """End of stream: end every function call still open."""
+        out: List[Delta] = []
+        for call in self._calls:
+            self._end(call, out)
+        return out
+
+    # -- text, refusal, reasoning ------------------------------------------------------------
+
+    def _text_delta(self, event: Any, out: List[Delta]) -> None:
+        self._emit_text(_text_key(event), _field(event, "delta", ""), out)
+
+    def _text_done(self, event: Any, out: List[Delta]) -> None:
+        kind = _field(event, "type", "")
+        final = _field(event, "refusal" if kind.startswith("response.refusal") else "text")
+        self._reconcile_text(_text_key(event), final, out)
+
+    def _reconcile_text(self, key: _TextKey, final: Any, out: List[Delta]) -> None:
+        if not isinstance(final, str):
+            return
+        seen = "".join(self._texts.get(key, ()))
+        if final.startswith(seen):
+            self._emit_text(key, final[len(seen) :], out)
+        # A final text that contradicts what was streamed cannot be taken back; keep the stream.
+
+    def _emit_text(self, key: _TextKey, text: Any, out: List[Delta]) -> None:
+        if not isinstance(text, str) or not text:
+            return
+        self._texts.setdefault(key, []).append(text)
+        kind = key[0]
+        if kind == "text":
+            out.append(TextDelta(text))
+        elif kind == "refusal":
+            out.append(RefusalDelta(text))
+        else:
+            if self._reasoning_key is not None and self._reasoning_key != key:
+                text = "\n\n" + text
+            self._reasoning_key = key
+            out.append(ReasoningDelta(text))
+
+    # -- output items and function calls -----------------------------------------------------
+
+    def _item_added(self, event: Any, out: List[Delta]) -> None:
+        item = _field(event, "item")
+        if _field(item, "type") != "function_call":
+            return
+        call = self._call(_field(item, "id"), _field(event, "output_index"))
+        self._name_call(call, _field(item, "call_id"), _field(item, "name"), out)
+        self._reconcile_arguments(call, _field(item, "arguments"), out)
+
+    def _item_done(self, event: Any, out: List[Delta]) -> None:
+        item = _field(event, "item")
+        kind = _field(item, "type")
+        item_id = _field(item, "id", "")
+        if kind == "function_call":
+            call = self._call(_field(item, "id"), _field(event, "output_index"))
+            self._name_call(call, _field(item, "call_id"), _field(item, "name"), out)
+            self._reconcile_arguments(call, _field(item, "arguments"), out)
+            self._end(call, out)
+        elif kind == "message":
+            for position, part in enumerate(_field(item, "content", ())):
+                part_kind = _field(part, "type")
+                if part_kind == "output_text":
+                    self._reconcile_text(("text", item_id, position), _field(part, "text"), out)
+                elif part_kind == "refusal":
+                    key = ("refusal", item_id, position)
+                    self._reconcile_text(key, _field(part, "refusal"), out)
+        elif kind == "reasoning":
+            for position, part in enumerate(_field(item, "summary", ())):
+                key = ("summary", item_id, position)
+                self._reconcile_text(key, _field(part, "text"), out)
+            for position, part in enumerate(_field(item, "content", ())):
+                key = ("reasoning_text", item_id, position)
+                self._reconcile_text(key, _field(part, "text"), out)
+
+    def _arguments_delta(self, event: Any, out: List[Delta]) -> None:
+        call = self._call(_field(event, "item_id"), _field(event, "output_index"))
+        self._name_call(call, None, None, out)  # announces a call whose item was never added
+        self._add_arguments(call, _field(event, "delta", ""), out)
+
+    def _arguments_done(self, event: Any, out: List[Delta]) -> None:
+        call = self._call(_field(event, "item_id"), _field(event, "output_index"))
+        self._name_call(call, None, _field(event, "name"), out)
+        self._reconcile_arguments(call, _field(event, "arguments"), out)
+        self._end(call, out)
+
+    def _call(self, item_id: Optional[str], output_index: Any) -> _FunctionCall:
+        call = self._calls_by_item.get(item_id) if item_id else None
+        if call is None and isinstance(output_index, int):
+            call = self._calls_by_output.get(output_index)
+        if call is None:
+            call = _FunctionCall(len(self._calls))
+            self._calls.append(call)
+        if item_id:
+            self._calls_by_item[item_id] = call
+        if isinstance(output_index, int):
+            self._calls_by_output[output_index] = call
+        return call
+
+    def _name_call(
+        self, call: _FunctionCall, call_id: Optional[str], name: Optional[str], out: List[Delta]
+    ) -> None:
+        changed = not call.announced
+        if call_id and call.id is None:
+            call.id, changed = call_id, True
+        if name and name != call.name:
+            call.name, changed = name, True
+        if changed:
+            call.announced = True
+            out.append(ToolCallStart(call.index, call.id, call.name))
+
+    def _add_arguments(self, call: _FunctionCall, text: str, out: List[Delta]) -> None:
+        if text:
+            call.arguments.append(text)
+            out.append(ToolCallDelta(call.index, text))
+
+    def _reconcile_arguments(self, call: _FunctionCall, final: Any, out: List[Delta]) -> None:
+        final_text = _arguments_text(final)
+        seen = "".join(call.arguments)
+        if final_text.startswith(seen):
+            self._add_arguments(call, final_text[len(seen) :], out)
+
+    def _end(self, call: _FunctionCall, out: List[Delta]) -> None:
+        self._name_call(call, None, None, out)
+        if not call.ended:
+            call.ended = True
+            out.append(ToolCallEnd(call.index))
+
+    # -- the end of the response -------------------------------------------------------------
+
+    def _completed(self, event: Any, out: List[Delta]) -> None:
+        response = _field(event, "response")
+        for call in self._calls:
+            self._end(call, out)
+        usage = _usage_from(_field(response, "usage"))
+        if usage is not None:
+            out.append(usage)
+        status = _field(response, "status", "completed")
+        if _field(event, "type") == "response.incomplete" or status == "incomplete":
+            detail = _field(_field(response, "incomplete_details"), "reason", "max_output_tokens")
+            out.append(Finish(_INCOMPLETE_REASONS.get(detail, "length"), detail))
+        else:
+            out.append(Finish("tool_calls" if self._calls else "stop", status))
+
+    def _failed(self, event: Any, out: List[Delta]) -> None:
+        response = _field(event, "response")
+        usage = _usage_from(_field(response, "usage"))
+        if usage is not None:
+            out.append(usage)
+        error = _field(response, "error")
+        message = _field(error, "message", "the response failed without an error message")
+        code = _field(error, "code")
+        out.append(ProviderError(str(message), None if code is None else str(code)))
+
+    def _error(self, event: Any, out: List[Delta]) -> None:
+        error = _field(event, "error", event)  # some servers nest the error object
+        message = _field(error, "message", "the provider reported an error without a message")
+        code = _field(error, "code", _field(error, "type"))
+        if code == "error":  # the event's own type, not an error code
+            code = None
+        out.append(ProviderError(str(message), None if code is None else str(code)))
+
+
+def _text_key(event: Any) -> _TextKey:
+    kind = _field(event, "type", "")
+    item_id = _field(event, "item_id", "")
+    if kind.startswith("response.reasoning_summary"):
+        return ("summary", item_id, _field(event, "summary_index", 0))
+    if kind.startswith("response.reasoning_text"):
+        return ("reasoning_text", item_id, _field(event, "content_index", 0))
+    if kind.startswith("response.refusal"):
+        return ("refusal", item_id, _field(event, "content_index", 0))
+    return ("text", item_id, _field(event, "content_index", 0))
+
+
+def _usage_from(raw: Any) -> Optional[Usage]:
+    if raw is None:
+        return None
+    input_tokens = _field(raw, "input_tokens")
+    output_tokens = _field(raw, "output_tokens")
+    total_tokens = _field(raw, "total_tokens")
+    if total_tokens is None and input_tokens is not None and output_tokens is not None:
+        total_tokens = input_tokens + output_tokens
+    return Usage(
+        input_tokens,
+        output_tokens,
+        total_tokens,
+        _field(_field(raw, "output_tokens_details"), "reasoning_tokens"),
+        _field(_field(raw, "input_tokens_details"), "cached_tokens"),
+    )
+
+
+def openai_responses_deltas(events: Iterable[Any]) -> Iterator[Delta]:
+    """Yield the deltas of a whole Responses API stream (feeds every event, then closes)."""
+    adapter = OpenAIResponsesAdapter()
+    for event in events:
+        yield from adapter.feed(event)
+    yield from adapter.close()
