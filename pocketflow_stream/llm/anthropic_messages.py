@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
+from ._wire import field as _field
 from .deltas import (
     Delta,
     Finish,
@@ -48,7 +49,6 @@ from .deltas import (
     ToolCallStart,
     Usage,
 )
-from .openai_chat import _field
 
 __all__ = ["AnthropicAdapter", "anthropic_deltas"]
 

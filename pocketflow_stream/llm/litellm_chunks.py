@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, List
 
+from ._wire import field as _field
 from .deltas import Delta, ReasoningDelta, RedactedReasoning, SignatureDelta
-from .openai_chat import OpenAIChatAdapter, _field
+from .openai_chat import OpenAIChatAdapter
 
 __all__ = ["LiteLLMAdapter", "litellm_deltas"]
 

@@ -43,6 +43,8 @@ import json
 import re
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 
+from ._wire import arguments_text as _arguments_text
+from ._wire import field as _field
 from .deltas import (
     Delta,
     Finish,
@@ -80,20 +82,6 @@ _FINISH_REASONS = {
 _JSON_MARKS = re.compile(r'[{}\[\]"\\]')
 
 
-def _field(source: Any, name: str, default: Any = None) -> Any:
-    """Read `name` from an SDK object (attribute) or a decoded dict (key); None reads as default.
-
-    The one accessor every adapter uses, so SDK objects and wire dicts share one code path.
-    """
-    if source is None:
-        return default
-    if isinstance(source, dict):
-        value = source.get(name)
-    else:
-        value = getattr(source, name, None)
-    return default if value is None else value
-
-
 def _usage_from(raw: Any) -> Optional[Usage]:
     """An OpenAI-style usage object (or dict) as a `Usage`, or None when it carries no figure."""
     if raw is None:
@@ -108,16 +96,6 @@ def _usage_from(raw: Any) -> Optional[Usage]:
     if total_tokens is None and input_tokens is not None and output_tokens is not None:
         total_tokens = input_tokens + output_tokens
     return Usage(input_tokens, output_tokens, total_tokens, reasoning_tokens, cached_tokens)
-
-
-def _arguments_text(arguments: Any) -> str:
-    """Wire arguments as text: strings as they are, parsed objects serialised back to JSON."""
-    if arguments is None:
-        return ""
-    if isinstance(arguments, str):
-        return arguments
-    # Ollama-style servers and some proxies send the arguments already parsed.
-    return json.dumps(arguments, ensure_ascii=False)
 
 
 def _complete_object(text: str) -> bool:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
+from ._wire import arguments_text as _arguments_text
+from ._wire import field as _field
 from .deltas import (
     Delta,
     Finish,
@@ -37,7 +39,6 @@ from .deltas import (
     ToolCallStart,
     Usage,
 )
-from .openai_chat import _arguments_text, _field
 
 __all__ = ["OpenAIResponsesAdapter", "openai_responses_deltas"]
 

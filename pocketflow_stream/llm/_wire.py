@@ -1,0 +1,35 @@
+"""Reading provider wire data: one accessor for SDK objects and decoded dicts alike.
+
+Shared by every adapter in this package; knows no provider's event names.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["field", "arguments_text"]
+
+
+def field(source: Any, name: str, default: Any = None) -> Any:
+    """Read `name` from an SDK object (attribute) or a decoded dict (key); None reads as default.
+
+    The one accessor every adapter uses, so SDK objects and wire dicts share one code path.
+    """
+    if source is None:
+        return default
+    if isinstance(source, dict):
+        value = source.get(name)
+    else:
+        value = getattr(source, name, None)
+    return default if value is None else value
+
+
+def arguments_text(arguments: Any) -> str:
+    """Wire arguments as text: strings as they are, parsed objects serialised back to JSON."""
+    if arguments is None:
+        return ""
+    if isinstance(arguments, str):
+        return arguments
+    # Ollama-style servers and some proxies send the arguments already parsed.
+    return json.dumps(arguments, ensure_ascii=False)
