@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import FrozenInstanceError, dataclass, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -27,6 +27,9 @@ def frozen_slots(cls: type[T]) -> type[T]:
     # pickling and copying rebuild through __init__: slot state restored by setattr would
     # trip the frozen check (3.10's slots=True adds __getstate__/__setstate__ for the same)
     namespace["__reduce__"] = _reduce_by_fields
+    # dataclass's own frozen __setattr__ refers to the class it decorated, not to this one
+    namespace["__setattr__"] = _refuse_change
+    namespace["__delattr__"] = _refuse_change
     slotted = type(cls)(cls.__name__, cls.__bases__, namespace)
     slotted.__qualname__ = cls.__qualname__
     return slotted  # type: ignore[return-value]
@@ -34,3 +37,7 @@ def frozen_slots(cls: type[T]) -> type[T]:
 
 def _reduce_by_fields(self: Any) -> Any:
     return (type(self), tuple(getattr(self, name) for name in self.__slots__))
+
+
+def _refuse_change(self: Any, name: str, *value: Any) -> None:
+    raise FrozenInstanceError(f"cannot change {name!r}: {type(self).__name__} is immutable")
