@@ -435,7 +435,7 @@ def _attempt(frame: NodeFrame) -> Any:
     """Start one attempt (or the fallback) on the current item.
 
     Returns a generator to stream, or _DONE with frame.result set, or _FAILED with frame.error
-    set. A programming error (exec_stream giving no generator) raises at once.
+    set. A programming error (exec_stream giving no generator) raises at once, never retried.
     """
     node = frame.node
     item = frame.items[frame.index]
@@ -445,25 +445,21 @@ def _attempt(frame: NodeFrame) -> Any:
     try:
         if failed is not None:
             made = node.exec_fallback(item, failed)
-            if frame.stream and isinstance(made, GeneratorABC):
-                return made
         elif frame.stream:
             made = node.exec_stream(item)
-            if type(made) is GeneratorType or isinstance(made, GeneratorABC):
-                return made
-            error = _not_a_generator(node, made, frame.origin.path)
-            attach_node_path(error, frame.origin.path)
-            raise error
         else:
             made = node.exec(item)
-    except FlowError:
-        raise
     except Exception as exc:
         if failed is not None:  # the fallback itself failed: nothing more to try
             attach_node_path(exc, frame.origin.path)
             raise
         frame.error = exc
         return _FAILED
+    if frame.stream:
+        if type(made) is GeneratorType or isinstance(made, GeneratorABC):
+            return made
+        if failed is None:  # exec_stream must stream; exec_fallback may return a plain value
+            raise _not_a_generator(node, made, frame.origin.path)
     frame.result = made
     return _DONE
 
@@ -573,15 +569,18 @@ def _bad_action(action: Any, path: tuple) -> FlowError:
 
 def _not_a_generator(node: Any, made: Any, path: tuple) -> FlowError:
     hint = (
-        " It is an async generator: use AsyncStreamNode and run_stream_async."
+        " It is an async generator: run_stream drives sync generators only (async nodes need"
+        " the async driver)."
         if hasattr(made, "__anext__")
         else " Write exec_stream with `yield` (and `return` the result for post), or use"
         " Node.exec if the node does not stream."
     )
-    return FlowError(
+    error = FlowError(
         f"node {describe_path(path)}: {type(node).__name__}.exec_stream must return a "
         f"generator, got {type(made).__name__}.{hint}"
     )
+    attach_node_path(error, path)
+    return error
 
 
 def _describe(error: BaseException) -> str:
