@@ -6,9 +6,11 @@ Shared by every adapter in this package; knows no provider's event names.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable, Dict, List
 
-__all__ = ["field", "arguments_text"]
+from .deltas import Delta
+
+__all__ = ["field", "arguments_text", "EventDispatch"]
 
 
 def field(source: Any, name: str, default: Any = None) -> Any:
@@ -33,3 +35,18 @@ def arguments_text(arguments: Any) -> str:
         return arguments
     # Ollama-style servers and some proxies send the arguments already parsed.
     return json.dumps(arguments, ensure_ascii=False)
+
+
+class EventDispatch:
+    """Base of the adapters whose streams are typed events (Anthropic, Responses): `feed`
+    routes each event to the handler for its `type`; unknown types give no deltas."""
+
+    _handlers: Dict[str, Callable[[Any, List[Delta]], None]]
+
+    def feed(self, event: Any) -> List[Delta]:
+        """Consume one stream event; return its deltas (none for unknown event types)."""
+        out: List[Delta] = []
+        handler = self._handlers.get(field(event, "type", ""))
+        if handler is not None:
+            handler(event, out)
+        return out

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
+from ._wire import EventDispatch
 from ._wire import field as _field
 from .deltas import (
     Delta,
@@ -89,7 +90,7 @@ class _Block:
         self.ended = False
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(EventDispatch):
     """Stateful converter of one Anthropic Messages event stream into deltas.
 
     >>> adapter = AnthropicAdapter()
@@ -112,14 +113,6 @@ class AnthropicAdapter:
             "message_stop": self._message_stop,
             "error": self._error,
         }
-
-    def feed(self, event: Any) -> List[Delta]:
-        """Consume one stream event; return its deltas (none for ping and unknown events)."""
-        out: List[Delta] = []
-        handler = self._handlers.get(_field(event, "type", ""))
-        if handler is not None:
-            handler(event, out)
-        return out
 
     def close(self) -> List[Delta]:
         """End of stream: finish every block still open (a stream cut before message_stop)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
+from ._wire import EventDispatch
 from ._wire import arguments_text as _arguments_text
 from ._wire import field as _field
 from .deltas import (
@@ -60,7 +61,7 @@ class _FunctionCall:
         self.ended = False
 
 
-class OpenAIResponsesAdapter:
+class OpenAIResponsesAdapter(EventDispatch):
     """Stateful converter of one Responses API event stream into deltas.
 
     >>> adapter = OpenAIResponsesAdapter()
@@ -93,14 +94,6 @@ class OpenAIResponsesAdapter:
             "response.failed": self._failed,
             "error": self._error,
         }
-
-    def feed(self, event: Any) -> List[Delta]:
-        """Consume one stream event; return its deltas (none for unknown event types)."""
-        out: List[Delta] = []
-        handler = self._handlers.get(_field(event, "type", ""))
-        if handler is not None:
-            handler(event, out)
-        return out
 
     def close(self) -> List[Delta]:
         """End of stream: end every function call still open."""
