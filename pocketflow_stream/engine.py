@@ -108,6 +108,8 @@ class _Options:
     def __init__(self, chunks: bool, events: bool, nodes: Any, max_steps: Optional[int]) -> None:
         self.chunks = chunks
         self.events = events
+        if isinstance(nodes, str):  # one name, not a set of characters
+            nodes = (nodes,)
         self.nodes = None if nodes is None else frozenset(nodes)
         self.max_steps = max_steps
 
@@ -149,20 +151,19 @@ def walk(
                 if made is _FAILED:
                     error = frame.error
                 elif made is not _DONE:  # a generator to stream
-                    frame.running = made
+                    # What the consumer throws in (or close()) stops the run here, closing the
+                    # node's generator; what the node raises comes back through `outcome`.
+                    outcome: List[Any] = [None, None]  # [return value, exception]
                     try:
                         if frame.emit:
-                            box: List[Any] = []
                             origin = frame.attempt_origin()
-                            yield from _tag(Chunk, zip(_repeat(origin), _capture(made, box)))
-                            frame.result = box[0]
+                            tagged = zip(_repeat(origin), _capture(made, outcome))
+                            yield from _tag(Chunk, tagged)
                         else:
-                            frame.result = drain(made)
-                    except Exception as exc:
-                        error = exc
+                            drain(_capture(made, outcome))
                     finally:
-                        frame.running = None
                         made.close()
+                    frame.result, error = outcome
                 if error is not None:
                     last = frame.attempt + 1 >= node.max_retries
                     if frame.failed is not None or (last and not hasattr(node, "exec_fallback")):
@@ -266,8 +267,9 @@ def node_name(node: Any) -> str:
 
 
 def _enter_flow(flow: Any, shared: Any, parent: Optional[FlowFrame], options: _Options):
-    if parent is None:
-        origin, batch, selected = None, None, False
+    if parent is None:  # naming the flow being run in `nodes` selects all of it
+        origin, batch = None, None
+        selected = options.nodes is not None and node_name(flow) in options.nodes
     else:
         origin = Origin(node_name(flow), parent.origin, parent.batch)
         batch = parent.batch
@@ -316,6 +318,7 @@ def _start_next_batch(frame: FlowFrame) -> None:
     frame.params = {**flow.params, **params}
     frame.batch = freeze_params(params)
     frame.node = _copy(flow.start_node)
+    frame.steps = 0  # max_steps guards one run of the graph, not the whole batch
 
 
 def _leave_flow(frame: FlowFrame, shared: Any) -> Optional[str]:
@@ -350,11 +353,13 @@ def _successor(frame: FlowFrame, node: Any, action: Optional[str]) -> Any:
 def _count_step(frame: FlowFrame, node: Any) -> None:
     frame.recent.append(node_name(node))  # type: ignore[union-attr]
     if frame.steps > frame.max_steps:  # type: ignore[operator]
-        raise MaxStepsExceeded(
+        error = MaxStepsExceeded(
             f"{_flow_label(frame)} exceeded max_steps={frame.max_steps}: "
             f"it is still looping through {' -> '.join(frame.recent)}. If the loop is meant "
             "to run longer, raise max_steps; otherwise check the actions its nodes return."
         )
+        attach_node_path(error, _own_path(frame))
+        raise error
 
 
 # --- node steps --------------------------------------------------------------------------
@@ -377,7 +382,6 @@ class NodeFrame:
         "results",  # BatchNode: the exec_res list so far
         "stream",  # whether exec is exec_stream
         "emit",  # whether chunks are wanted
-        "running",  # the generator streaming now, closed if the consumer stops
         "started",
     )
 
@@ -395,7 +399,6 @@ class NodeFrame:
         self.results: List[Any] = []
         self.stream = node._kind is STREAM
         self.emit = emit
-        self.running: Any = None
         self.started = 0.0
 
     def attempt_origin(self) -> Origin:
@@ -477,9 +480,13 @@ def _post(frame: NodeFrame, shared: Any) -> Optional[str]:
     return action
 
 
-def _capture(made: Any, box: List[Any]) -> Generator[Any, None, None]:
-    """Pass a generator's values through and put its return value in `box`."""
-    box.append((yield from made))
+def _capture(made: Any, outcome: List[Any]) -> Generator[Any, None, None]:
+    """Pass a generator's values through; put its return value (or its exception) in
+    `outcome`, so the walk tells the node's failure from what the consumer throws in."""
+    try:
+        outcome[0] = yield from made
+    except Exception as exc:
+        outcome[1] = exc
 
 
 def _run_plain(node: Any, shared: Any) -> Any:
@@ -550,7 +557,8 @@ def _own_path(frame: FlowFrame) -> tuple:
 def _flow_label(frame: FlowFrame) -> str:
     """'StreamFlow Agent > Inner' for a sub-flow, "Flow 'Agent'" for the flow being run."""
     if frame.origin is None:
-        return f"{type(frame.flow).__name__} {node_name(frame.flow)!r}"
+        name = frame.flow.name
+        return type(frame.flow).__name__ + ("" if name is None else f" {name!r}")
     return f"{type(frame.flow).__name__} {describe_path(frame.origin.path)}"
 
 

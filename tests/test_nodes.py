@@ -96,9 +96,10 @@ def test_wiring_warnings_are_the_same_as_pocketflows():
         source - "x" >> module.Node()
         return source
 
-    assert caught_warnings(lambda: wire(pocketflow))[1] == caught_warnings(
-        lambda: wire(pocketflow_stream)
-    )[1]
+    assert (
+        caught_warnings(lambda: wire(pocketflow))[1]
+        == caught_warnings(lambda: wire(pocketflow_stream))[1]
+    )
 
 
 # --- running one node ---------------------------------------------------------------------
@@ -413,7 +414,9 @@ def test_a_stand_alone_stream_nodes_chunks_have_its_name_as_path():
         ("Counter", ("Counter",), 0),
         ("Counter", ("Counter",), 1),
     ]
-    assert all(chunk.item is None and chunk.attempt == 0 and chunk.batch is None for chunk in chunks)
+    assert all(
+        chunk.item is None and chunk.attempt == 0 and chunk.batch is None for chunk in chunks
+    )
 
 
 def test_stream_node_run_alone_discards_chunks_and_returns_the_action():
@@ -562,8 +565,7 @@ class Spell(StreamBatchNode):
         return shared["words"]
 
     def exec_stream(self, word):
-        for letter in word:
-            yield letter
+        yield from word
         return len(word)
 
     def post(self, shared, prep_res, exec_res):
