@@ -5,17 +5,20 @@ Everything that decides what runs next lives in this file. Rules it keeps:
 - No recursion. A sub-flow is a `FlowFrame` pushed on the stack, not a nested call; a loop of
   a million turns reuses one frame; nothing is kept per step. Flows nested ten thousand deep
   use ten thousand small frames and constant Python stack.
-- A frame is plain data: which flow, which node it is at, which params, which batch iteration.
-  A node step (prep -> exec with its attempts -> post) runs to its end before the walk moves
-  on; a StreamNode's chunks pass straight through it, tagged once per node run by an `Origin`.
+- A frame is plain data: which flow, which node it is at, which params, which batch
+  iteration; which item, which attempt.
 - `walk` is a generator and the only engine. `run` drains it, `run_stream` hands it out, the
   push driver calls back from it: they cannot disagree.
 - It knows node classes only by two class attributes: `_kind` (NODE, STREAM, FLOW or ASYNC)
   and `_batch`. It knows nothing of LLMs, UIs or storage.
 
-Frame kinds: `FlowFrame` (a Flow, or a BatchFlow with its list of param sets). A node step is
-not a frame: it runs inside the walk's loop (`_run_plain` for a node with nothing to yield,
-`_run_step` otherwise), with `_execute` handling the attempts, retries and fallback of one item.
+Frame kinds, both handled in `walk`'s loop:
+- `FlowFrame`: a Flow (or a BatchFlow with its list of param sets) and the node it is at.
+- `NodeFrame`: a node between prep and post — the item and attempt being run, one attempt per
+  pass of the loop, so retries, fallbacks and batch items need no nested calls. A StreamNode's
+  generator is passed straight through, each value tagged in C by `map(Chunk, zip(...))`.
+The hot path: a plain Node with one attempt and no events to report runs inline
+(`_run_plain`), with no frame and no generator.
 """
 
 from __future__ import annotations
