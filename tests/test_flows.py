@@ -7,7 +7,6 @@ pocketflow_stream: an app written for PocketFlow must behave the same after chan
 from __future__ import annotations
 
 import time
-import warnings
 
 import pocketflow
 import pytest
@@ -23,24 +22,6 @@ from pocketflow_stream import (
     StreamFlow,
     StreamNode,
 )
-
-
-@pytest.fixture(params=[pocketflow, pocketflow_stream], ids=["pocketflow", "ours"])
-def module(request):
-    return request.param
-
-
-def caught_warnings(run):
-    """Run `run()`, return (its result, the messages of every warning it raised)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = run()
-    return result, [str(warning.message) for warning in caught]
-
-
-def differential(build_and_run):
-    """Run `build_and_run(module)` on both modules; return each one's (result, warnings)."""
-    return [caught_warnings(lambda m=m: build_and_run(m)) for m in (pocketflow, pocketflow_stream)]
 
 
 def labelled(module):
@@ -92,7 +73,7 @@ def test_flow_follows_actions_and_returns_the_last_action(module):
     ]
 
 
-def test_an_agent_app_gives_the_same_shared_action_order_and_warnings_in_both_modules():
+def test_an_agent_app_gives_the_same_shared_action_order_and_warnings_in_both_modules(differential):
     def app(module):
         Step = labelled(module)
         decide = Step("decide", actions=["search", None, "answer", "weird"])
@@ -124,7 +105,7 @@ def test_none_action_follows_the_default_successor(module):
     assert [label for label, _ in shared["log"]] == ["first", "second"]
 
 
-def test_flow_ends_with_a_warning_when_no_successor_matches_the_action(module):
+def test_flow_ends_with_a_warning_when_no_successor_matches_the_action(module, caught_warnings):
     Step = labelled(module)
     first = Step("first", actions=["nowhere"])
     first - "a" >> Step("a")
@@ -136,7 +117,7 @@ def test_flow_ends_with_a_warning_when_no_successor_matches_the_action(module):
     assert [label for label, _ in shared["log"]] == ["first"]
 
 
-def test_a_node_without_successors_ends_the_flow_silently(module):
+def test_a_node_without_successors_ends_the_flow_silently(module, caught_warnings):
     Step = labelled(module)
     shared = {"log": []}
     action, messages = caught_warnings(
@@ -156,7 +137,7 @@ def test_flow_start_sets_the_start_node_and_returns_it_for_chaining(module):
     assert [label for label, _ in shared["log"]] == ["first", "second"]
 
 
-def test_a_flow_runs_a_fresh_copy_of_each_node_it_visits(module):
+def test_a_flow_runs_a_fresh_copy_of_each_node_it_visits(module, caught_warnings):
     class Counter(module.Node):
         def prep(self, shared):
             self.runs = getattr(self, "runs", 0) + 1
@@ -277,7 +258,7 @@ def test_a_custom_get_next_node_routes_the_flow(module):
     assert [label for label, _ in shared["log"]] == ["first", "second"]
 
 
-def test_running_a_flow_that_has_successors_warns_and_runs_only_that_flow(module):
+def test_running_a_flow_that_has_successors_warns_and_runs_only_that_flow(module, caught_warnings):
     Step = labelled(module)
     flow = module.Flow(start=Step("inside"))
     flow >> Step("after")
@@ -287,7 +268,7 @@ def test_running_a_flow_that_has_successors_warns_and_runs_only_that_flow(module
     assert [label for label, _ in shared["log"]] == ["inside"]
 
 
-def test_retrying_nodes_inside_a_flow_behave_the_same(monkeypatch):
+def test_retrying_nodes_inside_a_flow_behave_the_same(monkeypatch, differential):
     def app(module):
         sleeps = []
         monkeypatch.setattr(time, "sleep", sleeps.append)
@@ -330,7 +311,7 @@ def test_retrying_nodes_inside_a_flow_behave_the_same(monkeypatch):
 
 
 @pytest.mark.parametrize("prep_res", [None, [], [3, 4]])
-def test_batch_node_in_a_flow_sees_the_same_items_as_in_pocketflow(prep_res):
+def test_batch_node_in_a_flow_sees_the_same_items_as_in_pocketflow(prep_res, differential):
     def app(module):
         class Double(module.BatchNode):
             def prep(self, shared):
@@ -405,7 +386,9 @@ def test_batch_flow_post_gets_prep_res_and_none(module):
 
 
 @pytest.mark.parametrize("batches", [None, []])
-def test_batch_flow_with_no_param_dicts_runs_nothing_and_post_gets_an_empty_list(batches):
+def test_batch_flow_with_no_param_dicts_runs_nothing_and_post_gets_an_empty_list(
+    batches, differential
+):
     def app(module):
         flow, _ = make_batch_flow(module, batches)
         shared = {"log": []}
@@ -432,7 +415,7 @@ def test_a_batch_flows_default_post_returns_none_to_the_outer_flow(module):
     assert shared["log"] == [("inner", {"i": 1}), ("inner", {"i": 2}), ("after", {})]
 
 
-def test_nested_batch_flows_merge_params_level_by_level(module):
+def test_nested_batch_flows_merge_params_level_by_level(module, differential):
     def app(module):
         Step = labelled(module)
 

@@ -7,7 +7,6 @@ pocketflow_stream and demand the same observable behaviour.
 from __future__ import annotations
 
 import time
-import warnings
 
 import pocketflow
 import pytest
@@ -21,19 +20,6 @@ from pocketflow_stream import (
     StreamBatchNode,
     StreamNode,
 )
-
-
-@pytest.fixture(params=[pocketflow, pocketflow_stream], ids=["pocketflow", "ours"])
-def module(request):
-    return request.param
-
-
-def caught_warnings(run):
-    """Run `run()`, return (its result, the messages of every warning it raised)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = run()
-    return result, [str(warning.message) for warning in caught]
 
 
 @pytest.fixture
@@ -75,7 +61,7 @@ def test_minus_something_other_than_a_string_raises_type_error(module, action):
     assert str(caught.value) == "Action must be a string"
 
 
-def test_overwriting_a_successor_warns_and_keeps_the_new_one(module):
+def test_overwriting_a_successor_warns_and_keeps_the_new_one(module, caught_warnings):
     source, old, new = module.Node(), module.Node(), module.Node()
     source - "go" >> old
     _, messages = caught_warnings(lambda: source - "go" >> new)
@@ -87,7 +73,7 @@ def test_overwriting_a_successor_warns_and_keeps_the_new_one(module):
     assert messages == ["Overwriting successor for action 'default'"]
 
 
-def test_wiring_warnings_are_the_same_as_pocketflows():
+def test_wiring_warnings_are_the_same_as_pocketflows(caught_warnings):
     def wire(module):
         source = module.Node()
         source >> module.Node()
@@ -148,7 +134,7 @@ def test_params_start_empty_and_set_params_replaces_them(module):
     assert node.params is params
 
 
-def test_running_a_node_with_successors_warns_and_runs_only_that_node(module):
+def test_running_a_node_with_successors_warns_and_runs_only_that_node(module, caught_warnings):
     ran = []
 
     class Step(module.Node):
