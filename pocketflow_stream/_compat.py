@@ -8,18 +8,21 @@ from __future__ import annotations
 from dataclasses import FrozenInstanceError, dataclass, fields
 from typing import Any, TypeVar
 
+from typing_extensions import dataclass_transform
+
 T = TypeVar("T")
 
 __all__ = ["frozen_slots"]
 
 
+@dataclass_transform(frozen_default=True)  # type checkers see the dataclass it makes
 def frozen_slots(cls: type[T]) -> type[T]:
     """`@dataclass(frozen=True, slots=True)` on every Python we support."""
-    cls = dataclass(frozen=True)(cls)
-    field_names = tuple(field.name for field in fields(cls))  # ClassVars are not fields
+    plain: Any = dataclass(frozen=True)(cls)
+    field_names = tuple(field.name for field in fields(plain))  # ClassVars are not fields
     namespace: dict[str, Any] = {
         key: value
-        for key, value in cls.__dict__.items()
+        for key, value in plain.__dict__.items()
         # defaults live in the generated __init__; as class attributes they would clash with slots
         if key not in field_names and key not in ("__dict__", "__weakref__")
     }
@@ -30,9 +33,9 @@ def frozen_slots(cls: type[T]) -> type[T]:
     # dataclass's own frozen __setattr__ refers to the class it decorated, not to this one
     namespace["__setattr__"] = _refuse_change
     namespace["__delattr__"] = _refuse_change
-    slotted = type(cls)(cls.__name__, cls.__bases__, namespace)
-    slotted.__qualname__ = cls.__qualname__
-    return slotted  # type: ignore[return-value]
+    slotted: Any = type(plain)(plain.__name__, plain.__bases__, namespace)
+    slotted.__qualname__ = plain.__qualname__
+    return slotted  # type: ignore[no-any-return]
 
 
 def _reduce_by_fields(self: Any) -> Any:

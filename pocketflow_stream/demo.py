@@ -164,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--offline", action="store_true", help="scripted model even with a key")
     args = parser.parse_args(argv)
 
-    model = None if args.offline else default_model()
+    model: Any = None if args.offline else default_model()
     if model is None:
         model = ScriptedModel(scripted_agent, chunk_size=3, delay=0 if args.fast else 0.02)
         print("(offline: the built-in scripted model; set OPENAI_API_KEY for a real one)")

@@ -99,7 +99,7 @@ class FlowFrame:
         self.action: Optional[str] = None
         self.steps = 0
         self.max_steps: Optional[int] = None
-        self.recent: Optional[deque] = None
+        self.recent: deque = deque(maxlen=6)  # filled only when max_steps is set
         self.selected = selected
         self.started = 0.0
         self.custom_routing = type(flow).get_next_node is not next_node
@@ -281,8 +281,6 @@ def _enter_flow(flow: Any, shared: Any, parent: Optional[FlowFrame], options: _O
     if options.events:
         frame.started = _perf_counter()
     frame.max_steps = flow.max_steps if flow.max_steps is not None else options.max_steps
-    if frame.max_steps is not None:
-        frame.recent = deque(maxlen=6)
     try:
         if flow.start_node is None:
             raise FlowError(
@@ -354,7 +352,7 @@ def _successor(frame: FlowFrame, node: Any, action: Optional[str]) -> Any:
 
 
 def _count_step(frame: FlowFrame, node: Any) -> None:
-    frame.recent.append(node_name(node))  # type: ignore[union-attr]
+    frame.recent.append(node_name(node))
     if frame.steps > frame.max_steps:  # type: ignore[operator]
         error = MaxStepsExceeded(
             f"{_flow_label(frame)} exceeded max_steps={frame.max_steps}: "
@@ -533,7 +531,7 @@ def _copy(node: Any) -> Any:
     return copier(node)
 
 
-def _choose_copier(cls: type) -> Callable[[Any], Any]:
+def _choose_copier(cls: Any) -> Callable[[Any], Any]:
     customised = any(
         getattr(cls, name, None) is not getattr(object, name, None) for name in _SPECIAL_COPY
     )

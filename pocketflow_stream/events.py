@@ -7,6 +7,7 @@ nodes, flows or the engine's frames: the engine hands it an `Origin` and the dat
 
 from __future__ import annotations
 
+from dataclasses import fields
 from types import MappingProxyType
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
@@ -46,6 +47,11 @@ class Origin:
     """
 
     __slots__ = ("name", "parent", "batch", "item", "attempt")
+    name: str
+    parent: Optional[Origin]
+    batch: Optional[Mapping[str, Any]]
+    item: Optional[int]
+    attempt: int
 
     def __init__(
         self,
@@ -158,9 +164,9 @@ class _EventBase:
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"type": self.type}
-        for name in self.__slots__:  # type: ignore[attr-defined]
-            value = getattr(self, name)
-            out[name] = list(value) if name == "path" else json_ready(value)
+        for field in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if field.name == "path" else json_ready(value)
         return out
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import fields
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .._compat import frozen_slots
@@ -388,8 +389,10 @@ def _merged_usage(earlier: Optional[Usage], later: Usage) -> Usage:
         return later
     return Usage(
         *(
-            getattr(earlier, name) if getattr(later, name) is None else getattr(later, name)
-            for name in Usage.__slots__  # type: ignore[attr-defined]
+            getattr(earlier, field.name)
+            if getattr(later, field.name) is None
+            else getattr(later, field.name)
+            for field in fields(Usage)
         )
     )
 

@@ -7,6 +7,7 @@ like the engine's chunks. This module knows no provider format and nothing of th
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, ClassVar, Dict, Optional, Union
 
 from .._compat import frozen_slots
@@ -39,8 +40,8 @@ class _DeltaBase:
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"type": self.type}
-        for name in self.__slots__:  # type: ignore[attr-defined]
-            out[name] = getattr(self, name)
+        for field in fields(self):  # type: ignore[arg-type]
+            out[field.name] = getattr(self, field.name)
         return out
 
 

@@ -413,7 +413,7 @@ class PartialJSON:
             return
         frame = stack[-1]
         if frame.is_object:
-            frame.container[frame.key] = value  # type: ignore[index]
+            frame.container[frame.key] = value  # type: ignore[index,call-overload]
         else:
             frame.container.append(value)  # type: ignore[union-attr]
 
@@ -430,7 +430,8 @@ class PartialJSON:
         self._state = _EXPECT_COMMA_OR_END if self._stack else _AFTER_TOP_VALUE
 
     def _open_string(self, is_key: bool) -> None:
-        self._string_parts = parts = []
+        parts: List[str] = []
+        self._string_parts = parts
         self._string_chunks = 0
         self._compact_at = _COMPACT_EVERY
         self._string_is_key = is_key
@@ -670,7 +671,7 @@ def _copy_json(value: Any) -> Any:
                     copied = type(item)()
                     pending.append((item, copied))
                     item = copied
-                target.append(item)
+                target.append(item)  # type: ignore[union-attr]
     return top
 
 
