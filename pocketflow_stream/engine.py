@@ -140,7 +140,7 @@ def walk(
     else:
         origin = Origin(node_name(root))
         if events:
-            yield NodeStarted(origin.name, origin.path)
+            yield NodeStarted(origin.name, origin.path, origin.batch)
         stack.append(_enter_node(root, shared, origin, _is_selected(origin, options), options))
 
     while True:
@@ -175,7 +175,12 @@ def walk(
                     if events:  # the failed attempt's chunks are to be dropped
                         origin = frame.attempt_origin()
                         yield Retry(
-                            origin.name, origin.path, origin.item, frame.attempt, _describe(error)
+                            origin.name,
+                            origin.path,
+                            origin.item,
+                            frame.attempt,
+                            _describe(error),
+                            origin.batch,
                         )
                     if last:  # the next pass runs exec_fallback, as attempt max_retries
                         frame.failed = error
@@ -189,7 +194,7 @@ def walk(
             if events:
                 origin = frame.origin
                 duration = _perf_counter() - frame.started
-                yield NodeFinished(origin.name, origin.path, action, duration)
+                yield NodeFinished(origin.name, origin.path, action, duration, origin.batch)
 
         else:  # a FlowFrame
             node = frame.node
@@ -213,7 +218,7 @@ def walk(
                     continue
                 origin = Origin(node_name(node), frame.origin, frame.batch)
                 if events:
-                    yield NodeStarted(origin.name, origin.path)
+                    yield NodeStarted(origin.name, origin.path, origin.batch)
                 if kind is FLOW:
                     stack.append(_enter_flow(node, shared, frame, options))
                 else:
@@ -230,7 +235,7 @@ def walk(
                     yield FlowFinished(node_name(root), (), action, _perf_counter() - started)
                 else:
                     duration = _perf_counter() - frame.started
-                    yield NodeFinished(origin.name, origin.path, action, duration)
+                    yield NodeFinished(origin.name, origin.path, action, duration, origin.batch)
 
         stack.pop()  # the frame's node or flow finished with `action`
         if not stack:

@@ -172,22 +172,26 @@ class _EventBase:
 
 @frozen_slots
 class NodeStarted(_EventBase):
-    """A flow stepped into a node (a sub-flow counts as a node of its flow)."""
+    """A flow stepped into a node (a sub-flow counts as a node of its flow). `batch`: the
+    params of the BatchFlow iteration it runs in, as on its chunks."""
 
     type: ClassVar[str] = "node_started"
     node: str
     path: Tuple[str, ...]
+    batch: Optional[Mapping[str, Any]] = None
 
 
 @frozen_slots
 class NodeFinished(_EventBase):
-    """A node's post returned `action`, `duration` seconds after it started."""
+    """A node's post returned `action`, `duration` seconds after it started (`batch` as on
+    NodeStarted)."""
 
     type: ClassVar[str] = "node_finished"
     node: str
     path: Tuple[str, ...]
     action: Optional[str]
     duration: float
+    batch: Optional[Mapping[str, Any]] = None
 
 
 @frozen_slots
@@ -202,6 +206,7 @@ class Retry(_EventBase):
     item: Optional[int]
     attempt: int
     error: str
+    batch: Optional[Mapping[str, Any]] = None
 
 
 @frozen_slots

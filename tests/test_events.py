@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import pickle
+from types import MappingProxyType
 
 import pytest
 
@@ -348,10 +349,20 @@ def test_a_retried_attempts_chunk_round_trips_its_attempt():
 @pytest.mark.parametrize(
     "event, expected",
     [
-        (NodeStarted("A", ("F", "A")), {"type": "node_started", "node": "A", "path": ["F", "A"]}),
         (
-            NodeFinished("A", ("A",), "go", 0.5),
-            {"type": "node_finished", "node": "A", "path": ["A"], "action": "go", "duration": 0.5},
+            NodeStarted("A", ("F", "A")),
+            {"type": "node_started", "node": "A", "path": ["F", "A"], "batch": None},
+        ),
+        (
+            NodeFinished("A", ("A",), "go", 0.5, MappingProxyType({"city": "Lima"})),
+            {
+                "type": "node_finished",
+                "node": "A",
+                "path": ["A"],
+                "action": "go",
+                "duration": 0.5,
+                "batch": {"city": "Lima"},
+            },
         ),
         (
             Retry("A", ("A",), 2, 1, "ValueError: x"),
@@ -362,6 +373,7 @@ def test_a_retried_attempts_chunk_round_trips_its_attempt():
                 "item": 2,
                 "attempt": 1,
                 "error": "ValueError: x",
+                "batch": None,
             },
         ),
         (
@@ -372,6 +384,24 @@ def test_a_retried_attempts_chunk_round_trips_its_attempt():
 )
 def test_an_events_to_dict_is_json_with_every_field(event, expected):
     assert json.loads(json.dumps(event.to_dict())) == expected
+
+
+def test_node_events_inside_a_batch_flow_carry_the_iterations_params():
+    class Each(BatchFlow):
+        def prep(self, shared):
+            return [{"city": "Lima"}, {"city": "Oslo"}]
+
+    events = [
+        item
+        for item in StreamFlow(start=Each(start=Node(name="Visit"))).run_stream({}, events=True)
+        if isinstance(item, (NodeStarted, NodeFinished)) and item.node == "Visit"
+    ]
+    assert [(type(event).__name__, dict(event.batch)) for event in events] == [
+        ("NodeStarted", {"city": "Lima"}),
+        ("NodeFinished", {"city": "Lima"}),
+        ("NodeStarted", {"city": "Oslo"}),
+        ("NodeFinished", {"city": "Oslo"}),
+    ]
 
 
 def test_every_item_of_a_real_stream_is_json_ready():
