@@ -154,17 +154,24 @@ def walk(
                 if made is _FAILED:
                     error = frame.error
                 elif made is not _DONE:  # a generator to stream
-                    # What the consumer throws in (or close()) stops the run here, closing the
-                    # node's generator; what the node raises comes back through `outcome`.
                     outcome: List[Any] = [None, None]  # [return value, exception]
                     try:
-                        if frame.emit:
-                            origin = frame.attempt_origin()
-                            tagged = zip(_repeat(origin), _capture(made, outcome))
-                            yield from _tag(Chunk, tagged)
-                        else:
+                        if not frame.emit:
                             drain(_capture(made, outcome))
-                    finally:
+                        elif _RETURN_PASSES_MAP and type(made) is GeneratorType:
+                            # the fast path: no Python frame of ours between the node's
+                            # generator and the walk; its return value reaches `yield from`
+                            tagged = zip(_repeat(frame.attempt_origin()), made)
+                            try:
+                                outcome[0] = yield from _tag(Chunk, tagged)
+                            except Exception as exc:
+                                if made.gi_frame is not None:  # still suspended: the consumer
+                                    raise  # threw it in, so the run stops here
+                                outcome[1] = exc
+                        else:
+                            tagged = zip(_repeat(frame.attempt_origin()), _capture(made, outcome))
+                            yield from _tag(Chunk, tagged)
+                    finally:  # a stop (close(), throw(), a dropped stream) closes the node's too
                         made.close()
                     frame.result, error = outcome
                 if error is not None:
@@ -486,6 +493,22 @@ def _post(frame: NodeFrame, shared: Any) -> Optional[str]:
     return action
 
 
+def _return_passes_map() -> bool:
+    """Whether `yield from map(f, zip(repeat(x), generator))` returns the generator's return
+    value. CPython's map and zip leave the generator's StopIteration(value) in place for the
+    delegating generator to read (3.9 to 3.13 do); anywhere they do not, the walk wraps each
+    node generator in `_capture` instead, one Python frame more per chunk."""
+
+    def node() -> Generator[int, None, str]:
+        yield 1
+        return "returned"
+
+    def delegate() -> Generator[Any, None, Any]:
+        return (yield from map(tuple, zip(_repeat(0), node())))
+
+    return drain(delegate()) == "returned"
+
+
 def _capture(made: Any, outcome: List[Any]) -> Generator[Any, None, None]:
     """Pass a generator's values through; put its return value (or its exception) in
     `outcome`, so the walk tells the node's failure from what the consumer throws in."""
@@ -493,6 +516,9 @@ def _capture(made: Any, outcome: List[Any]) -> Generator[Any, None, None]:
         outcome[0] = yield from made
     except Exception as exc:
         outcome[1] = exc
+
+
+_RETURN_PASSES_MAP = _return_passes_map()
 
 
 def _run_plain(node: Any, shared: Any) -> Any:

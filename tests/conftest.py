@@ -53,3 +53,15 @@ def differential():
         ]
 
     return run_on_both
+
+
+@pytest.fixture(params=["direct", "wrapped"])
+def pass_through(request, monkeypatch):
+    """The walk passes a node's generator straight to `yield from map(...)` where the Python
+    lets its return value through (checked at import), else wraps it in `_capture`: every
+    streaming rule must hold both ways."""
+    from pocketflow_stream import engine
+
+    if request.param == "wrapped":
+        monkeypatch.setattr(engine, "_RETURN_PASSES_MAP", False)
+    return request.param

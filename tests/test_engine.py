@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import sys
 import tracemalloc
+from collections.abc import Generator
 from contextlib import contextmanager
 
 import pytest
@@ -596,3 +597,82 @@ def test_an_exception_thrown_in_by_the_consumer_stops_the_run_without_a_retry():
     with pytest.raises(LookupError, match="consumer gave up"):
         stream.throw(LookupError("consumer gave up"))
     assert log == ["attempt 0", "closed"]
+
+
+# --- both ways a node's generator is passed through ------------------------------------------
+
+
+def test_the_import_time_check_finds_the_direct_way_on_cpython():
+    from pocketflow_stream import engine
+
+    assert engine._return_passes_map() is (sys.implementation.name == "cpython")
+
+
+def test_chunks_return_value_retries_and_stop_hold_both_ways(pass_through):
+    log = []
+
+    class Flaky(StreamNode):
+        def exec_stream(self, prep_res):
+            try:
+                yield f"try{self.cur_retry}"
+                if self.cur_retry == 0:
+                    raise ValueError("first attempt fails")
+                yield "ok"
+                return "result"
+            finally:
+                log.append(f"closed {self.cur_retry}")
+
+        def post(self, shared, prep_res, exec_res):
+            shared["result"] = exec_res
+            return "next"
+
+    shared = {}
+    stream = Flaky(max_retries=2).run_stream(shared)
+    chunks = []
+    try:
+        while True:
+            chunks.append(next(stream))
+    except StopIteration as stop:
+        action = stop.value
+    assert [(chunk.data, chunk.attempt) for chunk in chunks] == [
+        ("try0", 0),
+        ("try1", 1),
+        ("ok", 1),
+    ]
+    assert (action, shared, log) == ("next", {"result": "result"}, ["closed 0", "closed 1"])
+
+    stream = Flaky(max_retries=2).run_stream({})
+    next(stream)
+    with pytest.raises(KeyError):  # thrown in by the consumer: no retry, the run stops
+        stream.throw(KeyError("stop"))
+    assert log[-1] == "closed 0"
+
+
+class CountingGenerator(Generator):
+    """A generator object that is not a Python generator (as Cython or a hand-written class
+    gives): the walk takes the wrapped way for it."""
+
+    def __init__(self, limit):
+        self.count, self.limit = 0, limit
+
+    def send(self, value):
+        if self.count == self.limit:
+            raise StopIteration(f"counted {self.limit}")
+        self.count += 1
+        return self.count
+
+    def throw(self, *args):
+        raise args[0] if isinstance(args[0], BaseException) else args[0]()
+
+
+def test_a_generator_that_is_not_a_python_generator_streams_and_returns():
+    class Count(StreamNode):
+        def exec_stream(self, prep_res):
+            return CountingGenerator(3)
+
+        def post(self, shared, prep_res, exec_res):
+            shared["result"] = exec_res
+
+    shared = {}
+    assert [chunk.data for chunk in Count().run_stream(shared)] == [1, 2, 3]
+    assert shared == {"result": "counted 3"}

@@ -28,7 +28,11 @@ from pocketflow_stream import (
 SETTINGS = settings(
     max_examples=150,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,  # pass_through: set once per test, never reset
+    ],
 )
 
 # "c" is never wired: the flow ends there
@@ -344,7 +348,9 @@ def test_run_and_every_way_of_streaming_agree(spec, limit, max_steps):
 
 @SETTINGS
 @given(spec=any_graphs(), limit=limits)
-def test_chunks_come_out_live_in_production_order_tagged_with_where_they_were_made(spec, limit):
+def test_chunks_come_out_live_in_production_order_tagged_with_where_they_were_made(
+    spec, limit, pass_through
+):
     built = Built(pocketflow_stream, spec)
     received: List[Any] = []
     chunks: List[Chunk] = []
@@ -428,7 +434,7 @@ def test_our_run_equals_pocketflows_run_for_plain_nodes(spec, limit):
 @SETTINGS
 @given(spec=any_graphs(), limit=limits, stop_after=st.integers(0, 20))
 def test_stopping_anywhere_closes_the_running_generator_and_a_rerun_is_unchanged(
-    spec, limit, stop_after
+    spec, limit, stop_after, pass_through
 ):
     reference = Built(pocketflow_stream, spec)
     reference_shared = fresh_shared(limit)
