@@ -17,12 +17,14 @@ import sys
 import time
 import tracemalloc
 import warnings
+from pathlib import Path
 from typing import Callable
 
-import pocketflow_stream as pfs
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # measure this checkout
+import pocketflow_stream as pfs  # noqa: E402
 
 try:
-    import pocketflow as pocketflow_003
+    import pocketflow as pocketflow_003  # noqa: E402
 except ImportError:  # pragma: no cover - the bench extra is missing
     sys.exit("bench_core needs PocketFlow 0.0.3: pip install -e .[bench]")
 
