@@ -64,7 +64,7 @@ Tool = Dict[str, Any]
 
 #: Model names `default_model` uses unless these environment variables say otherwise.
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
+DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-6"  # 4-5 is deprecated (end of life 2026-11-30)
 
 
 @runtime_checkable
@@ -522,7 +522,7 @@ def default_model() -> Optional[Union[OpenAIChatModel, AnthropicModel]]:
     `OpenAIChatModel` if `OPENAI_API_KEY` is set (model `POCKETFLOW_STREAM_OPENAI_MODEL`,
     default "gpt-4o-mini"; `OPENAI_BASE_URL` points it at a compatible server), else
     `AnthropicModel` if `ANTHROPIC_API_KEY` is set (model `POCKETFLOW_STREAM_ANTHROPIC_MODEL`,
-    default "claude-sonnet-4-5"). No client is built and nothing is sent until the first call.
+    default "claude-sonnet-4-6"). No client is built and nothing is sent until the first call.
     """
     if os.environ.get("OPENAI_API_KEY"):
         name = os.environ.get("POCKETFLOW_STREAM_OPENAI_MODEL") or DEFAULT_OPENAI_MODEL
