@@ -53,3 +53,56 @@ def test_the_calculator_tool_refuses_anything_but_arithmetic():
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} was evaluated")
+
+
+def chat_chunk(delta, finish_reason=None):
+    return {
+        "id": "chatcmpl-demo",
+        "object": "chat.completion.chunk",
+        "created": 1727000000,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+
+
+def tool_call_turn(text, call_id, name, argument_pieces):
+    chunks = [chat_chunk({"role": "assistant", "content": text})]
+    head = {"index": 0, "id": call_id, "type": "function"}
+    for number, piece in enumerate(argument_pieces):
+        function = {"name": name, "arguments": piece} if number == 0 else {"arguments": piece}
+        call = {**head, "function": function} if number == 0 else {"index": 0, "function": function}
+        chunks.append(chat_chunk({"tool_calls": [call]}))
+    return chunks + [chat_chunk({}, "tool_calls")]
+
+
+def test_with_an_openai_key_the_demo_uses_the_real_client(replay_server, monkeypatch, capsys):
+    """OPENAI_API_KEY set: the demo streams from the OpenAI SDK (here parsing the loopback
+    server's real SSE bytes through OPENAI_BASE_URL) instead of the scripted model."""
+    from pocketflow_stream.llm.replay_server import openai_chat_replay
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", replay_server.openai_base_url)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    replay_server.enqueue(
+        openai_chat_replay(
+            tool_call_turn("Calculating.", "call_a", "calculate", ['{"expression": "6', ' * 7"}'])
+        ),
+        openai_chat_replay(
+            tool_call_turn(
+                "Noting.", "call_b", "save_note", ['{"title": "t", ', '"content": "42"}']
+            )
+        ),
+        openai_chat_replay([chat_chunk({"content": "It is 42."}), chat_chunk({}, "stop")]),
+    )
+
+    assert demo.main(["--fast", "What is 6 x 7?"]) == 0
+
+    out = capsys.readouterr().out
+    assert "offline" not in out
+    assert '-> calculate({"expression": "6 * 7"})' in out
+    assert "calculate -> 42" in out and "It is 42." in out
+    requests = replay_server.wait_for_requests(3)
+    assert requests[0].body["stream"] is True
+    assert requests[0].body["tools"] == demo.TOOLS
+    tool_results = [m for m in requests[2].body["messages"] if m["role"] == "tool"]
+    assert [m["content"] for m in tool_results] == ["42", "saved note 't'"]
