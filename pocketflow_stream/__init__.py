@@ -2,9 +2,11 @@
 
     from pocketflow_stream import StreamNode, StreamFlow
 
-Layers (each imports only the ones above it in this list):
-    _compat, events, errors -> engine -> nodes -> flows      (the core; knows no LLM or UI)
-    llm                                                       (provider-neutral LLM streaming)
+Layers, each importing only the ones before it:
+    _compat, events, errors -> engine -> nodes -> flows      the core: no LLM, no UI
+    llm                                                       provider-neutral LLM streaming
+    ui                                                        showing runs to people
+    demo                                                      public names only
 """
 
 from .engine import drain
