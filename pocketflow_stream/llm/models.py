@@ -108,7 +108,28 @@ class _SDKModel:
 # --- OpenAI Chat Completions ---------------------------------------------------------------
 
 
-class OpenAIChatModel(_SDKModel):
+class _OpenAIChat(_SDKModel):
+    """What the sync and async Chat Completions models share: the request and the adapter."""
+
+    _sdk = "openai"
+
+    def __init__(
+        self, model: str, client: Any = None, *, think_tags: bool = False, **defaults: Any
+    ) -> None:
+        super().__init__(model, client, **defaults)
+        self.think_tags = think_tags
+
+    def _call(
+        self, messages: List[Message], tools: Optional[List[Tool]], options: Dict[str, Any]
+    ) -> Tuple[Callable[[], Any], Any]:
+        from .openai_chat import OpenAIChatAdapter
+
+        request = _chat_request(self.model, messages, tools, self.defaults, options)
+        adapter = OpenAIChatAdapter(think_tags=self.think_tags)
+        return (lambda: self.client.chat.completions.create(**request)), adapter
+
+
+class OpenAIChatModel(_OpenAIChat):
     """The OpenAI Chat Completions API (and every OpenAI-compatible server: point the client's
     `base_url` at it). `client` defaults to `openai.OpenAI()`, built on first use (it reads
     `OPENAI_API_KEY` and `OPENAI_BASE_URL`). `defaults` and per-call `options` are passed to
@@ -122,14 +143,7 @@ class OpenAIChatModel(_SDKModel):
             print(delta)
     """
 
-    _sdk = "openai"
     _client_class = "OpenAI"
-
-    def __init__(
-        self, model: str, client: Any = None, *, think_tags: bool = False, **defaults: Any
-    ) -> None:
-        super().__init__(model, client, **defaults)
-        self.think_tags = think_tags
 
     def stream(
         self, messages: List[Message], *, tools: Optional[List[Tool]] = None, **options: Any
@@ -137,40 +151,19 @@ class OpenAIChatModel(_SDKModel):
         """Yield the reply's deltas; the request is sent when iteration starts. Raises the
         SDK's error if the request is rejected or the connection breaks; an in-stream error
         arrives as a final ProviderError delta."""
-        from .openai_chat import OpenAIChatAdapter
-
-        request = _chat_request(self.model, messages, tools, self.defaults, options)
-        return _drive(
-            lambda: self.client.chat.completions.create(**request),
-            OpenAIChatAdapter(think_tags=self.think_tags),
-            _openai_stream_error,
-        )
+        return _drive(*self._call(messages, tools, options), _openai_stream_error)
 
 
-class AsyncOpenAIChatModel(_SDKModel):
+class AsyncOpenAIChatModel(_OpenAIChat):
     """`OpenAIChatModel` for async code: `client` defaults to `openai.AsyncOpenAI()`."""
 
-    _sdk = "openai"
     _client_class = "AsyncOpenAI"
-
-    def __init__(
-        self, model: str, client: Any = None, *, think_tags: bool = False, **defaults: Any
-    ) -> None:
-        super().__init__(model, client, **defaults)
-        self.think_tags = think_tags
 
     def astream(
         self, messages: List[Message], *, tools: Optional[List[Tool]] = None, **options: Any
     ) -> AsyncIterator[Delta]:
         """Yield the reply's deltas; errors as in `OpenAIChatModel.stream`."""
-        from .openai_chat import OpenAIChatAdapter
-
-        request = _chat_request(self.model, messages, tools, self.defaults, options)
-        return _adrive(
-            lambda: self.client.chat.completions.create(**request),
-            OpenAIChatAdapter(think_tags=self.think_tags),
-            _openai_stream_error,
-        )
+        return _adrive(*self._call(messages, tools, options), _openai_stream_error)
 
 
 def _chat_request(
@@ -285,21 +278,40 @@ def _responses_part(part: Dict[str, Any], text_type: str) -> Dict[str, Any]:
 # --- Anthropic -----------------------------------------------------------------------------
 
 
-class AnthropicModel(_SDKModel):
-    """The Anthropic Messages API. `client` defaults to `anthropic.Anthropic()`, built on first
-    use (it reads `ANTHROPIC_API_KEY`). Messages and tools in Chat Completions format are
-    converted (`to_anthropic_messages`, `to_anthropic_tools`); `defaults` and `options` go to
-    `messages.create` as they are (e.g. `thinking={"type": "enabled", "budget_tokens": 2048}`).
-    """
+class _Anthropic(_SDKModel):
+    """What the sync and async Messages models share: the request and the adapter."""
 
     _sdk = "anthropic"
-    _client_class = "Anthropic"
 
     def __init__(
         self, model: str, client: Any = None, *, max_tokens: int = 4096, **defaults: Any
     ) -> None:
         super().__init__(model, client, **defaults)
         self.max_tokens = max_tokens
+
+    def _call(
+        self, messages: List[Message], tools: Optional[List[Tool]], options: Dict[str, Any]
+    ) -> Tuple[Callable[[], Any], Any]:
+        from .anthropic_messages import AnthropicAdapter
+
+        system, converted = to_anthropic_messages(messages)
+        request: Dict[str, Any] = {"max_tokens": self.max_tokens, **self.defaults, **options}
+        if system is not None:
+            request["system"] = system
+        if tools:
+            request["tools"] = to_anthropic_tools(tools)
+        request.update(model=self.model, messages=converted, stream=True)
+        return (lambda: self.client.messages.create(**request)), AnthropicAdapter()
+
+
+class AnthropicModel(_Anthropic):
+    """The Anthropic Messages API. `client` defaults to `anthropic.Anthropic()`, built on first
+    use (it reads `ANTHROPIC_API_KEY`). Messages and tools in Chat Completions format are
+    converted (`to_anthropic_messages`, `to_anthropic_tools`); `defaults` and `options` go to
+    `messages.create` as they are (e.g. `thinking={"type": "enabled", "budget_tokens": 2048}`).
+    """
+
+    _client_class = "Anthropic"
 
     def stream(
         self, messages: List[Message], *, tools: Optional[List[Tool]] = None, **options: Any
@@ -307,56 +319,19 @@ class AnthropicModel(_SDKModel):
         """Yield the reply's deltas; the request is sent when iteration starts. Raises the
         SDK's error if the request is rejected or the connection breaks; an `error` event
         arrives as a final ProviderError delta."""
-        from .anthropic_messages import AnthropicAdapter
-
-        request = _anthropic_request(self, messages, tools, options)
-        return _drive(
-            lambda: self.client.messages.create(**request),
-            AnthropicAdapter(),
-            _anthropic_stream_error,
-        )
+        return _drive(*self._call(messages, tools, options), _anthropic_stream_error)
 
 
-class AsyncAnthropicModel(_SDKModel):
+class AsyncAnthropicModel(_Anthropic):
     """`AnthropicModel` for async code: `client` defaults to `anthropic.AsyncAnthropic()`."""
 
-    _sdk = "anthropic"
     _client_class = "AsyncAnthropic"
-
-    def __init__(
-        self, model: str, client: Any = None, *, max_tokens: int = 4096, **defaults: Any
-    ) -> None:
-        super().__init__(model, client, **defaults)
-        self.max_tokens = max_tokens
 
     def astream(
         self, messages: List[Message], *, tools: Optional[List[Tool]] = None, **options: Any
     ) -> AsyncIterator[Delta]:
         """Yield the reply's deltas; errors as in `AnthropicModel.stream`."""
-        from .anthropic_messages import AnthropicAdapter
-
-        request = _anthropic_request(self, messages, tools, options)
-        return _adrive(
-            lambda: self.client.messages.create(**request),
-            AnthropicAdapter(),
-            _anthropic_stream_error,
-        )
-
-
-def _anthropic_request(
-    model: Union[AnthropicModel, AsyncAnthropicModel],
-    messages: List[Message],
-    tools: Optional[List[Tool]],
-    options: Dict[str, Any],
-) -> Dict[str, Any]:
-    system, converted = to_anthropic_messages(messages)
-    request: Dict[str, Any] = {"max_tokens": model.max_tokens, **model.defaults, **options}
-    if system is not None:
-        request["system"] = system
-    if tools:
-        request["tools"] = to_anthropic_tools(tools)
-    request.update(model=model.model, messages=converted, stream=True)
-    return request
+        return _adrive(*self._call(messages, tools, options), _anthropic_stream_error)
 
 
 def to_anthropic_messages(messages: List[Message]) -> Tuple[Optional[str], List[Message]]:
