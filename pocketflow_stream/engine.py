@@ -99,7 +99,7 @@ class FlowFrame:
         self.action: Optional[str] = None
         self.steps = 0
         self.max_steps: Optional[int] = None
-        self.recent: deque = deque(maxlen=6)  # filled only when max_steps is set
+        self.recent: Optional[deque] = None
         self.selected = selected
         self.started = 0.0
         self.custom_routing = type(flow).get_next_node is not next_node
@@ -227,7 +227,7 @@ def walk(
                 if events:
                     yield NodeStarted(origin.name, origin.path, origin.batch)
                 if kind is FLOW:
-                    stack.append(_enter_flow(node, shared, frame, options))
+                    stack.append(_enter_flow(node, shared, frame, options, origin))
                 else:
                     selected = frame.selected or _is_selected(origin, options)
                     stack.append(_enter_node(node, shared, origin, selected, options))
@@ -281,18 +281,28 @@ def node_name(node: Any) -> str:
 # --- flows -------------------------------------------------------------------------------
 
 
-def _enter_flow(flow: Any, shared: Any, parent: Optional[FlowFrame], options: _Options):
+def _enter_flow(
+    flow: Any,
+    shared: Any,
+    parent: Optional[FlowFrame],
+    options: _Options,
+    origin: Optional[Origin] = None,
+):
+    """Push-ready frame for `flow`; `origin` is the flow's place in its parent (None for the
+    flow being run)."""
     if parent is None:  # naming the flow being run in `nodes` selects all of it
-        origin, batch = None, None
+        batch = None
         selected = options.nodes is not None and node_name(flow) in options.nodes
     else:
-        origin = Origin(node_name(flow), parent.origin, parent.batch)
+        assert origin is not None  # a sub-flow always comes with its place
         batch = parent.batch
         selected = parent.selected or _is_selected(origin, options)
     frame = FlowFrame(flow, origin, batch, selected)
     if options.events:
         frame.started = _perf_counter()
     frame.max_steps = flow.max_steps if flow.max_steps is not None else options.max_steps
+    if frame.max_steps is not None:  # only a guarded flow pays for remembering its steps
+        frame.recent = deque(maxlen=6)
     try:
         if flow.start_node is None:
             raise FlowError(
@@ -364,11 +374,13 @@ def _successor(frame: FlowFrame, node: Any, action: Optional[str]) -> Any:
 
 
 def _count_step(frame: FlowFrame, node: Any) -> None:
-    frame.recent.append(node_name(node))
+    recent = frame.recent
+    assert recent is not None  # made with max_steps, in _enter_flow
+    recent.append(node_name(node))
     if frame.steps > frame.max_steps:  # type: ignore[operator]
         error = MaxStepsExceeded(
             f"{_flow_label(frame)} exceeded max_steps={frame.max_steps}: "
-            f"it is still looping through {' -> '.join(frame.recent)}. If the loop is meant "
+            f"it is still looping through {' -> '.join(recent)}. If the loop is meant "
             "to run longer, raise max_steps; otherwise check the actions its nodes return."
         )
         attach_node_path(error, _own_path(frame))
