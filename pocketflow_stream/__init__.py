@@ -4,11 +4,22 @@
 
 Layers, each importing only the ones before it:
     _compat, events, errors -> engine -> nodes -> flows      the core: no LLM, no UI
+    async_driver -> async_nodes -> async_flows -> bridges    the async drivers, on anyio
     llm                                                       provider-neutral LLM streaming
     ui                                                        showing runs to people
     demo                                                      public names only
 """
 
+from .async_driver import FlowStream, Return
+from .async_flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow, AsyncStreamFlow
+from .async_nodes import (
+    AsyncBatchNode,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    AsyncStreamBatchNode,
+    AsyncStreamNode,
+)
+from .bridges import SyncFlowStream, run_stream_in_thread, run_stream_sync
 from .engine import drain
 from .errors import FlowError, MaxStepsExceeded, node_path_of
 from .events import (
@@ -34,6 +45,20 @@ __all__ = [
     "Flow",
     "StreamFlow",
     "BatchFlow",
+    "AsyncNode",
+    "AsyncBatchNode",
+    "AsyncParallelBatchNode",
+    "AsyncStreamNode",
+    "AsyncStreamBatchNode",
+    "AsyncFlow",
+    "AsyncStreamFlow",
+    "AsyncBatchFlow",
+    "AsyncParallelBatchFlow",
+    "Return",
+    "FlowStream",
+    "SyncFlowStream",
+    "run_stream_sync",
+    "run_stream_in_thread",
     "Chunk",
     "Origin",
     "Event",

@@ -9,8 +9,14 @@ Everything that decides what runs next lives in this file. Rules it keeps:
   iteration; which item, which attempt.
 - `walk` is a generator and the only engine. `run` drains it, `run_stream` hands it out, the
   push driver calls back from it: they cannot disagree.
-- It knows node classes only by two class attributes: `_kind` (NODE, STREAM, FLOW or ASYNC)
-  and `_batch`. It knows nothing of LLMs, UIs or storage.
+- It knows node classes only by class attributes: `_kind` (NODE, STREAM or FLOW), `_batch`,
+  `_async` (hooks are coroutines), `_parallel` (batch items run concurrently) and `in_thread`.
+  It knows nothing of LLMs, UIs, storage or event loops.
+- It does no I/O and never awaits. Where a run needs what only an async driver can do (await
+  an async hook, iterate an async generator, sleep, call a blocking node in a worker thread,
+  run batch items concurrently), the walk yields a `Request` (a closed set, at the end of this
+  file) and the driver puts the outcome in it before resuming the walk. Sync drivers never
+  see one: without `driver=True`, an async node raises RuntimeError("Use run_async.").
 
 Frame kinds, both handled in `walk`'s loop:
 - `FlowFrame`: a Flow (or a BatchFlow with its list of param sets) and the node it is at.
@@ -19,18 +25,22 @@ Frame kinds, both handled in `walk`'s loop:
   generator is passed straight through, each value tagged in C by `map(Chunk, zip(...))`.
 The hot path: a plain Node with one attempt and no events to report runs inline
 (`_run_plain`), with no frame and no generator.
+
+A parallel batch is one `Parallel` request whose branches are walks of their own: one
+`NodeFrame` per item, or one `FlowFrame` per param set, each ending where its item ends.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 import warnings
 from collections import deque
 from collections.abc import Generator as GeneratorABC
 from itertools import repeat as _repeat
 from types import GeneratorType
-from typing import Any, Callable, Dict, Generator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Tuple
 
 from .errors import FlowError, MaxStepsExceeded, attach_node_path, describe_path
 from .events import (
@@ -40,7 +50,6 @@ from .events import (
     NodeStarted,
     Origin,
     Retry,
-    StreamItem,
     freeze_params,
 )
 
@@ -48,19 +57,23 @@ __all__ = [
     "NODE",
     "STREAM",
     "FLOW",
-    "ASYNC",
     "walk",
     "drain",
     "next_node",
     "node_name",
     "FlowFrame",
     "NodeFrame",
+    "Request",
+    "Await",
+    "InThread",
+    "Sleep",
+    "Stream",
+    "Parallel",
 ]
 
 NODE = "node"  # prep -> exec -> post (Node, BatchNode)
 STREAM = "stream"  # prep -> exec_stream (a generator) -> post (StreamNode, StreamBatchNode)
 FLOW = "flow"  # a graph of nodes (Flow, StreamFlow, BatchFlow)
-ASYNC = "async"  # needs an async driver
 
 _tag = map  # map(Chunk, pairs): chunks made in C, with no Python frame per chunk
 _perf_counter = time.perf_counter
@@ -85,6 +98,8 @@ class FlowFrame:
         "selected",  # whether chunks from inside this flow are wanted
         "started",  # perf_counter() at entry, when events are on
         "custom_routing",  # the flow overrides get_next_node
+        "driven",  # its prep and post are async (prep_async, post_async): the driver awaits them
+        "branch",  # one param set of a parallel batch flow: ends without the flow's post
     )
 
     def __init__(self, flow: Any, origin: Optional[Origin], batch: Any, selected: bool) -> None:
@@ -103,14 +118,19 @@ class FlowFrame:
         self.selected = selected
         self.started = 0.0
         self.custom_routing = type(flow).get_next_node is not next_node
+        self.driven = flow._async
+        self.branch = False
 
 
 class _Options:
-    __slots__ = ("chunks", "events", "nodes", "max_steps")
+    __slots__ = ("chunks", "events", "nodes", "max_steps", "driver")
 
-    def __init__(self, chunks: bool, events: bool, nodes: Any, max_steps: Optional[int]) -> None:
+    def __init__(
+        self, chunks: bool, events: bool, nodes: Any, max_steps: Optional[int], driver: bool
+    ) -> None:
         self.chunks = chunks
         self.events = events
+        self.driver = driver
         if isinstance(nodes, str):  # one name, not a set of characters
             nodes = (nodes,)
         self.nodes = None if nodes is None else frozenset(nodes)
@@ -125,23 +145,33 @@ def walk(
     events: bool = False,
     nodes: Optional[Any] = None,
     max_steps: Optional[int] = None,
-) -> Generator[StreamItem, None, Optional[str]]:
+    driver: bool = False,
+) -> Generator[Any, None, Optional[str]]:
     """Run `root` (a flow or a single node) on `shared`, yielding what it streams.
 
     Yields Chunks (unless `chunks` is False; only those from nodes named in `nodes`, or inside
     flows named in it, when `nodes` is given) and, with `events=True`, lifecycle events.
+    With `driver=True` it also yields Requests, for an async driver to carry out.
     Returns the final action.
     """
-    options = _Options(chunks, events, nodes, max_steps)
+    return _walk(root, shared, _Options(chunks, events, nodes, max_steps, driver), [])
+
+
+def _walk(root: Any, shared: Any, options: _Options, stack: List[Any]) -> Generator[Any, None, Any]:
+    """The walk itself. `stack` is empty for a run of `root`, or holds the one frame of a
+    parallel branch, whose walk returns its item's result (or its graph's last action)."""
+    events = options.events
     started = _perf_counter() if events else 0.0
-    stack: List[Any] = []
-    if root._kind is FLOW:
-        stack.append(_enter_flow(root, shared, None, options))
+    if stack:
+        pass  # a parallel branch: its frame is ready
+    elif root._kind is FLOW:
+        stack.append((yield from _enter_flow(root, shared, None, options)))
     else:
         origin = Origin(node_name(root))
         if events:
             yield NodeStarted(origin.name, origin.path, origin.batch)
-        stack.append(_enter_node(root, shared, origin, _is_selected(origin, options), options))
+        selected = _is_selected(origin, options)
+        stack.append((yield from _enter_node(root, shared, origin, selected, options)))
 
     while True:
         frame = stack[-1]
@@ -149,31 +179,42 @@ def walk(
         if type(frame) is NodeFrame:  # a node between prep and post, one attempt per pass
             node = frame.node
             if frame.index < frame.count:
+                if frame.parallel:  # every item at once, each a branch of its own
+                    request = _parallel_items(frame, shared, options)
+                    yield request
+                    frame.results = request.outcome()
+                    frame.index = frame.count
+                    continue
                 error = None
-                made = _attempt(frame)
-                if made is _FAILED:
-                    error = frame.error
-                elif made is not _DONE:  # a generator to stream
-                    outcome: List[Any] = [None, None]  # [return value, exception]
-                    try:
-                        if not frame.emit:
-                            drain(_capture(made, outcome))
-                        elif _RETURN_PASSES_MAP and type(made) is GeneratorType:
-                            # the fast path: no Python frame of ours between the node's
-                            # generator and the walk; its return value reaches `yield from`
-                            tagged = zip(_repeat(frame.attempt_origin()), made)
-                            try:
-                                outcome[0] = yield from _tag(Chunk, tagged)
-                            except Exception as exc:
-                                if made.gi_frame is not None:  # still suspended: the consumer
-                                    raise  # threw it in, so the run stops here
-                                outcome[1] = exc
-                        else:
-                            tagged = zip(_repeat(frame.attempt_origin()), _capture(made, outcome))
-                            yield from _tag(Chunk, tagged)
-                    finally:  # a stop (close(), throw(), a dropped stream) closes the node's too
-                        made.close()
-                    frame.result, error = outcome
+                if frame.driven:  # the async driver makes the attempt
+                    frame.result, error = yield from _attempt_driven(frame)
+                else:
+                    made = _attempt(frame)
+                    if made is _FAILED:
+                        error = frame.error
+                    elif made is not _DONE:  # a generator to stream
+                        outcome: List[Any] = [None, None]  # [return value, exception]
+                        try:
+                            if not frame.emit:
+                                drain(_capture(made, outcome))
+                            elif _RETURN_PASSES_MAP and type(made) is GeneratorType:
+                                # the fast path: no Python frame of ours between the node's
+                                # generator and the walk; its return value reaches `yield from`
+                                tagged = zip(_repeat(frame.attempt_origin()), made)
+                                try:
+                                    outcome[0] = yield from _tag(Chunk, tagged)
+                                except Exception as exc:
+                                    if made.gi_frame is not None:  # still suspended: the consumer
+                                        raise  # threw it in, so the run stops here
+                                    outcome[1] = exc
+                            else:
+                                tagged = zip(
+                                    _repeat(frame.attempt_origin()), _capture(made, outcome)
+                                )
+                                yield from _tag(Chunk, tagged)
+                        finally:  # a stop (close(), throw(), dropping the stream) closes it too
+                            made.close()
+                        frame.result, error = outcome
                 if error is not None:
                     last = frame.attempt + 1 >= node.max_retries
                     if frame.failed is not None or (last and not hasattr(node, "exec_fallback")):
@@ -192,12 +233,17 @@ def walk(
                     if last:  # the next pass runs exec_fallback, as attempt max_retries
                         frame.failed = error
                     elif node.wait > 0:
-                        time.sleep(node.wait)
+                        if options.driver:  # the event loop goes on serving other runs
+                            yield Sleep(node.wait)
+                        else:
+                            time.sleep(node.wait)
                     frame.attempt += 1
                     continue
                 frame.record()
                 continue
-            action = _post(frame, shared)
+            if frame.branch:  # one item of a parallel batch: its result is all it gives
+                return frame.result
+            action = yield from _post(frame, shared)
             if events:
                 origin = frame.origin
                 duration = _perf_counter() - frame.started
@@ -211,7 +257,13 @@ def walk(
                     _count_step(frame, node)
                 node.set_params(frame.params)
                 kind = node._kind
-                if kind is NODE and not events and node.max_retries <= 1:
+                if (
+                    kind is NODE
+                    and not events
+                    and node.max_retries <= 1
+                    and not node._async
+                    and not node.in_thread
+                ):
                     # the hot path: a node with nothing to yield runs right here, no frame
                     try:
                         action = _run_plain(node, shared)
@@ -227,15 +279,23 @@ def walk(
                 if events:
                     yield NodeStarted(origin.name, origin.path, origin.batch)
                 if kind is FLOW:
-                    stack.append(_enter_flow(node, shared, frame, options, origin))
+                    stack.append((yield from _enter_flow(node, shared, frame, options, origin)))
                 else:
                     selected = frame.selected or _is_selected(origin, options)
-                    stack.append(_enter_node(node, shared, origin, selected, options))
+                    stack.append((yield from _enter_node(node, shared, origin, selected, options)))
                 continue
+            if frame.branch:  # one param set of a parallel batch flow: its graph has ended
+                return frame.action
             if frame.batches is not None and frame.batch_index + 1 < len(frame.batches):
-                _start_next_batch(frame)
+                if frame.flow._parallel:  # every param set at once, each a branch of its own
+                    request = _parallel_batches(frame, shared, options)
+                    yield request
+                    request.outcome()
+                    frame.batch_index = len(frame.batches) - 1
+                else:
+                    _start_next_batch(frame)
                 continue
-            action = _leave_flow(frame, shared)
+            action = yield from _leave_flow(frame, shared)
             if events:
                 origin = frame.origin
                 if origin is None:
@@ -287,9 +347,9 @@ def _enter_flow(
     parent: Optional[FlowFrame],
     options: _Options,
     origin: Optional[Origin] = None,
-):
-    """Push-ready frame for `flow`; `origin` is the flow's place in its parent (None for the
-    flow being run)."""
+) -> Generator[Any, None, FlowFrame]:
+    """Push-ready frame for `flow`, after its prep; `origin` is the flow's place in its parent
+    (None for the flow being run). A generator only to yield a driven prep's request."""
     if parent is None:  # naming the flow being run in `nodes` selects all of it
         batch = None
         selected = options.nodes is not None and node_name(flow) in options.nodes
@@ -298,6 +358,8 @@ def _enter_flow(
         batch = parent.batch
         selected = parent.selected or _is_selected(origin, options)
     frame = FlowFrame(flow, origin, batch, selected)
+    if frame.driven and not options.driver:
+        raise RuntimeError("Use run_async.")
     if options.events:
         frame.started = _perf_counter()
     frame.max_steps = flow.max_steps if flow.max_steps is not None else options.max_steps
@@ -309,7 +371,10 @@ def _enter_flow(
                 f"{_flow_label(frame)} has no start node: "
                 "give it one with Flow(start=node) or flow.start(node)."
             )
-        prep_res = flow.prep(shared)
+        if frame.driven:
+            prep_res = yield from _driven_call(flow, "prep", (shared,), frame.origin)
+        else:
+            prep_res = flow.prep(shared)
         if flow._batch:  # the walk starts the first batch when it sees frame.node is None
             prep_res = prep_res or []  # what a BatchFlow's post gets, as in PocketFlow
             frame.batches = _batch_params(prep_res)
@@ -334,6 +399,29 @@ def _batch_params(prep_res: Any) -> List[Mapping[str, Any]]:
     return batches
 
 
+def _parallel_batches(frame: FlowFrame, shared: Any, options: _Options) -> Parallel:
+    """The remaining param sets of a parallel batch flow, each its own branch of the walk."""
+    flow = frame.flow
+    batches: List[Mapping[str, Any]] = frame.batches  # type: ignore[assignment]
+    first = frame.batch_index + 1
+
+    def branch(index: int) -> Generator[Any, None, Any]:
+        params = batches[first + index]
+        twin = FlowFrame(flow, frame.origin, freeze_params(params), frame.selected)
+        twin.branch = True
+        twin.params = {**flow.params, **params}
+        twin.node = _copy(flow.start_node)
+        twin.max_steps = frame.max_steps
+        if twin.max_steps is not None:
+            twin.recent = deque(maxlen=6)
+        return _walk(None, shared, options, [twin])
+
+    def label(index: int) -> str:
+        return f"param set {first + index} {dict(batches[first + index])!r}"
+
+    return Parallel(len(batches) - first, branch, label, _own_path(frame), flow.max_concurrency)
+
+
 def _start_next_batch(frame: FlowFrame) -> None:
     flow = frame.flow
     frame.batch_index += 1
@@ -344,10 +432,14 @@ def _start_next_batch(frame: FlowFrame) -> None:
     frame.steps = 0  # max_steps guards one run of the graph, not the whole batch
 
 
-def _leave_flow(frame: FlowFrame, shared: Any) -> Optional[str]:
+def _leave_flow(frame: FlowFrame, shared: Any) -> Generator[Any, None, Optional[str]]:
     exec_res = None if frame.batches is not None else frame.action
     try:
-        action = frame.flow.post(shared, frame.prep_res, exec_res)
+        if frame.driven:
+            args = (shared, frame.prep_res, exec_res)
+            action = yield from _driven_call(frame.flow, "post", args, frame.origin)
+        else:
+            action = frame.flow.post(shared, frame.prep_res, exec_res)
         if action is not None and not isinstance(action, str):
             raise _bad_action(action, _own_path(frame))
     except Exception as exc:
@@ -408,6 +500,9 @@ class NodeFrame:
         "stream",  # whether exec is exec_stream
         "emit",  # whether chunks are wanted
         "started",
+        "driven",  # its hooks go through the async driver (an async node, or one in_thread)
+        "parallel",  # its items run concurrently, one branch each
+        "branch",  # one item of a parallel batch: ends with the item's result, without post
     )
 
     def __init__(self, node: Any, origin: Origin, prep_res: Any, emit: bool) -> None:
@@ -425,6 +520,9 @@ class NodeFrame:
         self.stream = node._kind is STREAM
         self.emit = emit
         self.started = 0.0
+        self.driven = False
+        self.parallel = False
+        self.branch = False
 
     def attempt_origin(self) -> Origin:
         origin = self.origin
@@ -445,18 +543,47 @@ _FAILED = object()  # _attempt: the attempt raised (the exception is in frame.er
 _DONE = object()  # _attempt: the attempt gave its result (in frame.result)
 
 
-def _enter_node(node: Any, shared: Any, origin: Origin, selected: bool, options: _Options):
+def _enter_node(
+    node: Any, shared: Any, origin: Origin, selected: bool, options: _Options
+) -> Generator[Any, None, NodeFrame]:
+    """Push-ready frame for `node`, after its prep (a generator only for a driven prep)."""
     try:
-        if node._kind is ASYNC:
+        driven = node._async or (options.driver and node.in_thread)
+        if node._async and not options.driver:
             raise RuntimeError("Use run_async.")
-        prep_res = node.prep(shared)
+        if driven:
+            prep_res = yield from _driven_call(node, "prep", (shared,), origin)
+        else:
+            prep_res = node.prep(shared)
     except Exception as exc:
         attach_node_path(exc, origin.path)
         raise
     frame = NodeFrame(node, origin, prep_res, options.chunks and selected)
+    frame.driven = driven
+    frame.parallel = node._parallel and frame.count > 0
     if options.events:
         frame.started = _perf_counter()
     return frame
+
+
+def _parallel_items(frame: NodeFrame, shared: Any, options: _Options) -> Parallel:
+    """A parallel batch node's items, each its own branch of the walk: a NodeFrame that runs
+    that one item (retries and fallback included) and ends with its result."""
+    node = frame.node
+
+    def branch(index: int) -> Generator[Any, None, Any]:
+        twin = NodeFrame(node, frame.origin, frame.prep_res, frame.emit)
+        twin.items = frame.items
+        twin.index = index
+        twin.count = index + 1
+        twin.driven = frame.driven
+        twin.branch = True
+        return _walk(None, shared, options, [twin])
+
+    def label(index: int) -> str:
+        return f"item {index}"
+
+    return Parallel(frame.count, branch, label, frame.origin.path, node.max_concurrency)
 
 
 def _attempt(frame: NodeFrame) -> Any:
@@ -492,17 +619,99 @@ def _attempt(frame: NodeFrame) -> Any:
     return _DONE
 
 
-def _post(frame: NodeFrame, shared: Any) -> Optional[str]:
+def _attempt_driven(frame: NodeFrame) -> Generator[Any, None, Tuple[Any, Any]]:
+    """One attempt (or the fallback) of a driven node, carried out by the async driver.
+
+    Returns (exec_res, None), or (None, the exception) for a failed attempt. An async node's
+    hook gives a coroutine (awaited) or an async generator (streamed: the value it yields
+    wrapped in `Return` is its result); a sync node marked in_thread has its exec called, or
+    its exec_stream generator stepped, in a worker thread.
+    """
+    node = frame.node
+    item = frame.items[frame.index]
+    failed = frame.failed
+    if failed is None:  # during the fallback cur_retry stays at the last attempt
+        node.cur_retry = frame.attempt
+    try:
+        request: Request
+        if node._async:
+            if failed is not None:
+                made = node.exec_fallback_async(item, failed)
+            elif frame.stream:
+                made = node.exec_stream_async(item)
+            else:
+                made = node.exec_async(item)
+            if hasattr(made, "__anext__"):
+                request = Stream(made, frame.attempt_origin(), frame.emit)
+            elif inspect.isawaitable(made):
+                request = Await(made)
+            else:
+                hook = (
+                    "exec_fallback_async"
+                    if failed
+                    else "exec_stream_async"
+                    if frame.stream
+                    else "exec_async"
+                )
+                raise _not_awaitable(node, hook, made, frame.origin.path)
+        elif frame.stream and failed is None:
+            request = Stream(node.exec_stream(item), frame.attempt_origin(), frame.emit)
+        elif failed is not None:
+            request = InThread(node.exec_fallback, (item, failed))
+        else:
+            request = InThread(node.exec, (item,))
+    except FlowError:
+        raise
+    except Exception as exc:
+        if failed is not None:
+            attach_node_path(exc, frame.origin.path)
+            raise
+        return None, exc
+    yield request
+    if request.error is None and frame.stream and type(request) is not Stream:
+        made = request.result  # a fallback may itself stream
+        if hasattr(made, "__anext__") or isinstance(made, GeneratorABC):
+            request = Stream(made, frame.attempt_origin(), frame.emit)
+            yield request
+    if request.error is not None and failed is not None:  # the fallback failed: nothing more
+        attach_node_path(request.error, frame.origin.path)
+        raise request.error
+    return request.result, request.error
+
+
+def _post(frame: NodeFrame, shared: Any) -> Generator[Any, None, Optional[str]]:
     node = frame.node
     exec_res = frame.results if node._batch else frame.results[0]
     try:
-        action = node.post(shared, frame.prep_res, exec_res)
+        if frame.driven:
+            args = (shared, frame.prep_res, exec_res)
+            action = yield from _driven_call(node, "post", args, frame.origin)
+        else:
+            action = node.post(shared, frame.prep_res, exec_res)
         if action is not None and not isinstance(action, str):
             raise _bad_action(action, frame.origin.path)
     except Exception as exc:
         attach_node_path(exc, frame.origin.path)
         raise
     return action
+
+
+def _driven_call(
+    target: Any, hook: str, args: Tuple[Any, ...], origin: Optional[Origin]
+) -> Generator[Request, None, Any]:
+    """Have the async driver call `target`'s `hook`: await `<hook>_async` for an async node or
+    flow, or call `hook` in a worker thread for a node marked in_thread."""
+    request: Request
+    if target._async:
+        made = getattr(target, hook + "_async")(*args)
+        if not inspect.isawaitable(made):
+            path = origin.path if origin is not None else (node_name(target),)
+            raise _not_awaitable(target, hook + "_async", made, path)
+        request = Await(made)
+    else:
+        request = InThread(getattr(target, hook), args)
+    yield request
+    return request.outcome()
 
 
 def _return_passes_map() -> bool:
@@ -635,5 +844,115 @@ def _not_a_generator(node: Any, made: Any, path: tuple) -> FlowError:
     return error
 
 
+def _not_awaitable(node: Any, hook: str, made: Any, path: tuple) -> FlowError:
+    error = FlowError(
+        f"node {describe_path(path)}: {type(node).__name__}.{hook} must be an `async def` "
+        f"method (or, for exec_stream_async, an async generator); it returned "
+        f"{type(made).__name__}. Declare it with `async def`."
+    )
+    attach_node_path(error, path)
+    return error
+
+
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+# --- requests to an async driver -------------------------------------------------------------
+
+
+class Request:
+    """What the walk asks of an async driver, yielded only to a driver (walk(driver=True)).
+
+    The driver carries it out, puts what came of it in `result`, or the exception in `error`,
+    and resumes the walk, which reads the outcome. A driver must not let an app's exception
+    escape into the walk's consumer unrecorded: the walk decides about retries and paths.
+    """
+
+    __slots__ = ("result", "error")
+
+    def __init__(self) -> None:
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+
+    def outcome(self) -> Any:
+        """The result, or raise the recorded exception."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Await(Request):
+    """Await `awaitable` (an async hook's coroutine); result: what it returns."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Any) -> None:
+        super().__init__()
+        self.awaitable = awaitable
+
+
+class InThread(Request):
+    """Call `function(*args)` in a worker thread (a hook of a node marked in_thread)."""
+
+    __slots__ = ("function", "args")
+
+    def __init__(self, function: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        super().__init__()
+        self.function = function
+        self.args = args
+
+
+class Sleep(Request):
+    """Sleep `seconds` without blocking the event loop (the wait between retries)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+
+class Stream(Request):
+    """Iterate `source` and pass each value on as `Chunk((origin, value))` (only when `emit`).
+
+    `source` is an async generator (result: the value it yields wrapped in `Return`, after which
+    it is closed; None if it yields none), or a sync generator of a node marked in_thread,
+    stepped in a worker thread (result: its return value). The driver closes it however the
+    iteration ends.
+    """
+
+    __slots__ = ("source", "origin", "emit")
+
+    def __init__(self, source: Any, origin: Origin, emit: bool) -> None:
+        super().__init__()
+        self.source = source
+        self.origin = origin
+        self.emit = emit
+
+
+class Parallel(Request):
+    """Run `count` branches concurrently, at most `limit` at a time (None: all at once).
+
+    `branch(index)` makes branch `index`: a walk generator to be driven like any other, whose
+    return value is that branch's result. Result: the list of results, in index order. When a
+    branch fails, the driver cancels the others and records that branch's exception, marked
+    with `label(index)` and `path`.
+    """
+
+    __slots__ = ("count", "branch", "label", "path", "limit")
+
+    def __init__(
+        self,
+        count: int,
+        branch: Callable[[int], Generator[Any, None, Any]],
+        label: Callable[[int], str],
+        path: Tuple[str, ...],
+        limit: Optional[int],
+    ) -> None:
+        super().__init__()
+        self.count = count
+        self.branch = branch
+        self.label = label
+        self.path = path
+        self.limit = limit

@@ -28,10 +28,16 @@ class BaseNode:
 
     _kind = engine.NODE
     _batch = False
+    _async = False  # its hooks are coroutines (AsyncNode, AsyncFlow)
+    _parallel = False  # its batch items run concurrently (AsyncParallelBatch*)
     #: The node's name in chunk tags and errors; None means its class name.
     name: Optional[str] = None
     max_retries = 1
     wait: float = 0
+    #: Under the async driver, run this sync node's hooks in a worker thread (see Node).
+    in_thread = False
+    #: For a parallel batch: how many items run at once; None means all of them.
+    max_concurrency: Optional[int] = None
 
     def __init__(self, *, name: Optional[str] = None) -> None:
         self.params: Dict[str, Any] = {}
@@ -143,13 +149,31 @@ class Node(BaseNode):
 
     `cur_retry` holds the 0-based attempt. After the last failure `exec_fallback(prep_res, exc)`
     gives exec_res instead; by default it re-raises.
+
+    `in_thread=True` marks a node that blocks (a sync SDK call, file or CPU work): run by the
+    async driver, its prep, exec (or each step of exec_stream) and post run in a worker thread,
+    so the event loop goes on serving other flows. Sync drivers ignore it.
     """
 
-    def __init__(self, max_retries: int = 1, wait: float = 0, *, name: Optional[str] = None):
+    def __init__(
+        self,
+        max_retries: int = 1,
+        wait: float = 0,
+        *,
+        name: Optional[str] = None,
+        in_thread: bool = False,
+    ):
         super().__init__(name=name)
         self.max_retries = max_retries
         self.wait = wait
         self.cur_retry = 0
+        if in_thread:
+            if self._async:
+                raise TypeError(
+                    f"{type(self).__name__}: in_thread is for sync nodes that block; an async "
+                    "node's hooks already run on the event loop without blocking it."
+                )
+            self.in_thread = True
 
     def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
         raise exc

@@ -14,9 +14,13 @@ LAYER = {
     "engine": 2,
     "nodes": 3,
     "flows": 4,
-    "llm": 5,
-    "ui": 6,
-    "demo": 7,
+    "async_driver": 5,
+    "async_nodes": 6,
+    "async_flows": 7,
+    "bridges": 8,
+    "llm": 9,
+    "ui": 10,
+    "demo": 11,
 }
 
 

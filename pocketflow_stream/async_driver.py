@@ -1,0 +1,402 @@
+"""The async driver: runs the engine's walk on an anyio event loop (asyncio or trio).
+
+The walk decides everything (what runs next, retries, paths, events); this file only carries
+out the Requests it yields (await a hook, stream an async generator, sleep, call a blocking
+node in a worker thread, run a parallel batch's branches) and hands on what it yields. It knows
+nothing of providers or UIs.
+
+Structured concurrency, as trio and anyio teach it:
+- `_pull` is the one driving loop: an async generator run in the consumer's own task. It opens
+  no cancel scope and no task group across a `yield`.
+- Tasks exist only for parallel batches. They live in a task group owned by the consumer's
+  `async with` (FlowStream) or by a coroutine (`run`); a parallel section's tasks sit in a
+  nested group of their own, so one failing item cancels its siblings and nothing else.
+- Chunks from concurrent branches reach the consumer through a bounded memory stream: a slow
+  consumer makes producers wait, it never makes memory grow.
+- Stopping (break then aclose, leaving `async with`, a cancel scope, a timeout) closes the
+  running node generators, cancels the section's tasks and waits for them, all before the
+  stream's `aclose()` or `async with` returns. Worker threads cannot be interrupted: a stop
+  waits for the call in progress, then closes the generator in a thread too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import TracebackType
+from typing import Any, AsyncGenerator, Callable, Generator, List, Optional, Tuple, Type
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .engine import Await, InThread, Parallel, Request, Sleep, Stream, walk
+from .errors import FlowError, attach_node_path, describe_path
+from .events import Chunk, StreamItem
+
+__all__ = ["Return", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
+
+#: How many chunks of a parallel section may wait for a slow consumer before producers wait.
+DEFAULT_BUFFER = 64
+
+
+class Return:
+    """The result of an async `exec_stream_async`, for `post_async`.
+
+    An async generator cannot `return` a value, so it yields its result wrapped in `Return`;
+    the driver takes it as exec_res and closes the generator there (its `finally` runs, code
+    after the yield does not), as `return` ends a sync exec_stream::
+
+        async def exec_stream_async(self, history):
+            text = ""
+            async for delta in model.astream(history):
+                text += delta
+                yield delta
+            yield Return(text)
+
+    A generator that ends without yielding a Return gives None.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Return({self.value!r})"
+
+
+class _Outcome:
+    """Where a drive leaves the walk's final action."""
+
+    __slots__ = ("action", "finished")
+
+    def __init__(self) -> None:
+        self.action: Optional[str] = None
+        self.finished = False
+
+
+async def _pull(
+    steps: Generator[Any, None, Any],
+    group: Optional[TaskGroup],
+    outcome: Any,
+    buffer: int,
+) -> AsyncGenerator[StreamItem, None]:
+    """Drive the walk `steps`: yield its chunks and events, carry out its requests. The walk's
+    return value goes to `outcome.action`. `group` hosts parallel sections (None: refuse them)."""
+    step = steps.__next__
+    try:
+        while True:
+            try:
+                item = step()
+            except StopIteration as stop:
+                outcome.action = stop.value
+                outcome.finished = True
+                return
+            if type(item) is Chunk or not isinstance(item, Request):  # a chunk or an event
+                yield item
+            elif isinstance(item, Stream):
+                source = item.source
+                if not hasattr(source, "__anext__"):  # a blocking node's sync generator
+                    values = iterate_in_thread(source, item)
+                    try:
+                        async for value in values:
+                            if item.emit:
+                                yield Chunk((item.origin, value))
+                    finally:
+                        await values.aclose()
+                    continue
+                origin = item.origin
+                emit = item.emit
+                next_value = source.__anext__
+                try:
+                    while True:
+                        try:
+                            value = await next_value()
+                        except StopAsyncIteration:
+                            break
+                        except Exception as exc:  # the node failed: the walk decides
+                            item.error = exc
+                            break
+                        if type(value) is Return:
+                            item.result = value.value
+                            break
+                        if emit:
+                            yield Chunk((origin, value))
+                finally:  # however the iteration ended, the node's generator is closed
+                    await source.aclose()
+            elif isinstance(item, Await):
+                try:
+                    item.result = await item.awaitable
+                except Exception as exc:
+                    item.error = exc
+            elif isinstance(item, InThread):
+                try:
+                    item.result = await anyio.to_thread.run_sync(item.function, *item.args)
+                except Exception as exc:
+                    item.error = exc
+            elif isinstance(item, Sleep):
+                await anyio.sleep(item.seconds)
+            elif isinstance(item, Parallel):
+                if group is None:
+                    raise _needs_a_task_group(item)
+                section = _Section(item, buffer)
+                send, receive = anyio.create_memory_object_stream(buffer)  # type: ignore[var-annotated]
+                group.start_soon(section.run, send)
+                try:
+                    async with receive:
+                        async for value in receive:
+                            yield value
+                finally:  # a stop while the section runs: cancel it and wait for its tasks
+                    section.scope.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await section.finished.wait()
+                item.result = section.results
+                item.error = section.error
+            else:  # pragma: no cover - the engine's requests are a closed set
+                raise TypeError(f"unknown request from the engine: {item!r}")
+    finally:
+        steps.close()
+
+
+class _Section:
+    """One parallel batch: its branches run in a task group of their own, at most
+    `request.limit` at a time, sending what they yield to the consumer's memory stream."""
+
+    def __init__(self, request: Parallel, buffer: int) -> None:
+        self.request = request
+        self.buffer = buffer
+        self.results: List[Any] = [None] * request.count
+        self.error: Optional[BaseException] = None
+        self.next_index = 0
+        self.scope = anyio.CancelScope()
+        self.finished = anyio.Event()
+
+    async def run(self, send: Any) -> None:
+        request = self.request
+        workers = request.count if request.limit is None else min(request.limit, request.count)
+        try:
+            with self.scope:
+                async with send:  # closed when every branch is done: the consumer's loop ends
+                    async with anyio.create_task_group() as branches:
+                        for _ in range(max(workers, 1)):
+                            branches.start_soon(self._work, send)
+        finally:
+            self.finished.set()
+
+    async def _work(self, send: Any) -> None:
+        request = self.request
+        while self.next_index < request.count and self.error is None:
+            index = self.next_index
+            self.next_index += 1
+            try:
+                self.results[index] = await _drive(request.branch(index), send.send, self.buffer)
+            except Exception as exc:
+                if self.error is None:  # the first failure wins; the others were cancelled
+                    _attach_item(exc, request, index)
+                    self.error = exc
+                self.scope.cancel()
+                return
+
+
+async def _drive(
+    steps: Generator[Any, None, Any],
+    emit: Callable[[StreamItem], Any],
+    buffer: int,
+) -> Any:
+    """Drive a walk to its end in this task, awaiting `emit(item)` for each item; returns the
+    walk's return value. Owns the task group for any parallel section inside."""
+    outcome = _Outcome()
+    error: Optional[BaseException] = None
+    async with anyio.create_task_group() as group:
+        items = _pull(steps, group, outcome, buffer)
+        try:
+            async for item in items:
+                await emit(item)
+        except Exception as exc:  # raised after the group, not wrapped in an ExceptionGroup
+            error = exc
+        finally:
+            await items.aclose()
+    if error is not None:
+        raise error
+    return outcome.action
+
+
+async def run(
+    root: Any,
+    shared: Any,
+    *,
+    on_chunk: Optional[Callable[[Chunk], Any]] = None,
+    on_event: Optional[Callable[[Any], Any]] = None,
+    nodes: Optional[Any] = None,
+    max_steps: Optional[int] = None,
+    buffer: int = DEFAULT_BUFFER,
+) -> Optional[str]:
+    """Run `root` to its end on the running event loop; return the final action.
+
+    `on_chunk` / `on_event` are called (and awaited, if they return an awaitable) with every
+    chunk and event as it comes; without them, chunks are not even made.
+    """
+    steps = walk(
+        root,
+        shared,
+        chunks=on_chunk is not None,
+        events=on_event is not None,
+        nodes=nodes,
+        max_steps=max_steps,
+        driver=True,
+    )
+
+    async def emit(item: StreamItem) -> None:
+        callback: Optional[Callable[[Any], Any]] = on_chunk if type(item) is Chunk else on_event
+        if callback is not None:
+            result = callback(item)
+            if inspect.isawaitable(result):
+                await result
+
+    return await _drive(steps, emit, buffer)  # type: ignore[no-any-return]
+
+
+class FlowStream:
+    """A streamed async run, made by `run_stream_async`. Use it as::
+
+        async with flow.run_stream_async(shared) as stream:
+            async for chunk in stream:
+                print(chunk.node, chunk.data)
+        action = stream.action
+
+    The `async with` owns the run: the tasks of parallel batches live in its task group, and
+    leaving it (normally, by an exception, a break or a cancellation) closes the running node
+    generators and cancels those tasks before it returns. A flow without parallel batches can
+    also be iterated with a bare `async for`; stop such a loop early with `await stream.aclose()`.
+
+    `action` is the final action once the stream is exhausted (`finished` says so), else None.
+    """
+
+    def __init__(
+        self,
+        root: Any,
+        shared: Any,
+        *,
+        events: bool = False,
+        nodes: Optional[Any] = None,
+        max_steps: Optional[int] = None,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> None:
+        if buffer < 0:
+            raise ValueError(f"buffer must be 0 or more, got {buffer}")
+        self._steps = walk(
+            root, shared, events=events, nodes=nodes, max_steps=max_steps, driver=True
+        )
+        self._buffer = buffer
+        self._group: Optional[TaskGroup] = None
+        self._items: Optional[AsyncGenerator[StreamItem, None]] = None
+        self.action: Optional[str] = None
+        self.finished = False
+
+    async def __aenter__(self) -> FlowStream:
+        if self._items is not None or self._group is not None:
+            raise RuntimeError(
+                "enter `async with flow.run_stream_async(shared) as stream` before iterating, "
+                "and only once"
+            )
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        group = self._group
+        assert group is not None
+        try:
+            await self.aclose()
+        finally:
+            group.cancel_scope.cancel()
+            # The group only hosts sections, which never raise: the exception that ended the
+            # block (if any) goes on as it was, not wrapped in an ExceptionGroup.
+            await group.__aexit__(None, None, None)
+
+    def __aiter__(self) -> AsyncGenerator[StreamItem, None]:
+        if self._items is None:
+            self._items = _pull(self._steps, self._group, self, self._buffer)
+        return self._items
+
+    async def __anext__(self) -> StreamItem:
+        return await self.__aiter__().__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the run: close the running node generators, cancel and await its tasks."""
+        if self._items is not None:
+            await self._items.aclose()
+        else:
+            self._steps.close()
+
+
+async def iterate_in_thread(
+    generator: Generator[Any, None, Any], outcome: Optional[Any] = None
+) -> AsyncGenerator[Any, None]:
+    """Yield what a sync generator yields, each step taken in a worker thread, so a blocking
+    generator never blocks the event loop. Its return value goes to `outcome.result` (or
+    `outcome.action`); its exception to `outcome.error` when `outcome` is a Request (else it
+    is raised). Closing this closes the generator, in a thread as well."""
+    try:
+        while True:
+            try:
+                done, value = await anyio.to_thread.run_sync(_step, generator)
+            except Exception as exc:
+                if isinstance(outcome, Request):
+                    outcome.error = exc
+                    return
+                raise
+            if done:
+                if isinstance(outcome, Request):
+                    outcome.result = value
+                elif outcome is not None:
+                    outcome.action = value
+                    outcome.finished = True
+                return
+            yield value
+    finally:
+        with anyio.CancelScope(shield=True):  # the thread may be mid-step: wait, then close
+            await anyio.to_thread.run_sync(generator.close)
+
+
+def _step(generator: Generator[Any, None, Any]) -> Tuple[bool, Any]:
+    """(False, the next value) or (True, the return value): one step, in a worker thread."""
+    try:
+        return False, next(generator)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def _attach_item(exc: BaseException, request: Parallel, index: int) -> None:
+    attach_node_path(exc, request.path)
+    note = (
+        f"in {request.label(index)} of the parallel batch {describe_path(request.path)} "
+        "(the other items were cancelled)"
+    )
+    try:
+        exc.batch_item = index  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python < 3.11
+        try:
+            exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+
+
+def _needs_a_task_group(request: Parallel) -> FlowError:
+    error = FlowError(
+        f"node {describe_path(request.path)} runs {request.count} items concurrently, which "
+        "needs a task group that a bare `async for` cannot own. Iterate inside "
+        "`async with flow.run_stream_async(shared) as stream: async for chunk in stream`, "
+        "or await flow.run_async(shared)."
+    )
+    attach_node_path(error, request.path)
+    return error

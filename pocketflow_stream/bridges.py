@@ -1,0 +1,113 @@
+"""Bridges between sync and async code, for apps (Gradio, web frameworks) that call both kinds
+of handler.
+
+- `run_stream_sync`: iterate an async flow's stream from sync code. The flow runs on an event
+  loop of its own in a worker thread (an anyio blocking portal); each item crosses over.
+- `run_stream_in_thread`: iterate a sync flow's stream from async code without blocking the
+  event loop: each step of the sync walk runs in a worker thread.
+
+Both stop the run when the loop over them stops early (close the generator, or leave the
+`async with`), and leave no thread running.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, AsyncGenerator, Collection, Generator, Optional, Type
+
+from anyio.from_thread import start_blocking_portal
+
+from .async_driver import DEFAULT_BUFFER, iterate_in_thread
+from .events import StreamItem
+
+__all__ = ["run_stream_sync", "run_stream_in_thread", "SyncFlowStream"]
+
+
+def run_stream_sync(
+    flow: Any,
+    shared: Any,
+    *,
+    backend: str = "asyncio",
+    events: bool = False,
+    nodes: Optional[Collection[str]] = None,
+    max_steps: Optional[int] = None,
+    buffer: int = DEFAULT_BUFFER,
+) -> Generator[StreamItem, None, Optional[str]]:
+    """Stream an async flow (anything with `run_stream_async`) from sync code: a generator of
+    its chunks (and events) that returns the final action, like the sync `run_stream`::
+
+        def respond(message):                     # a sync Gradio handler
+            for chunk in run_stream_sync(agent, {"question": message}):
+                yield chunk.data
+
+    The flow runs on an event loop (`backend`: "asyncio" or "trio") in a worker thread that
+    lives as long as the generator. Closing the generator stops the run there and then.
+    """
+    with start_blocking_portal(backend) as portal:
+        stream = flow.run_stream_async(
+            shared, events=events, nodes=nodes, max_steps=max_steps, buffer=buffer
+        )
+        with portal.wrap_async_context_manager(stream):
+            items = stream.__aiter__()
+            while True:
+                try:
+                    item = portal.call(_next, items)
+                except StopAsyncIteration:
+                    break
+                yield item
+        return stream.action  # type: ignore[no-any-return]
+
+
+async def _next(items: AsyncGenerator[StreamItem, None]) -> StreamItem:
+    return await items.__anext__()
+
+
+def run_stream_in_thread(
+    flow: Any,
+    shared: Any,
+    *,
+    events: bool = False,
+    nodes: Optional[Collection[str]] = None,
+    max_steps: Optional[int] = None,
+) -> SyncFlowStream:
+    """Stream a sync flow from async code without blocking the event loop::
+
+        async with run_stream_in_thread(flow, shared) as stream:
+            async for chunk in stream:
+                await websocket.send_json(chunk.to_dict())
+        action = stream.action
+
+    Each step of the sync run (a node's prep, exec, each chunk, post) runs in a worker thread.
+    """
+    return SyncFlowStream(flow.run_stream(shared, events=events, nodes=nodes, max_steps=max_steps))
+
+
+class SyncFlowStream:
+    """A sync flow's stream, iterated from async code (see `run_stream_in_thread`). `action`
+    is the final action once the stream is exhausted (`finished` says so)."""
+
+    def __init__(self, steps: Generator[StreamItem, None, Optional[str]]) -> None:
+        self.action: Optional[str] = None
+        self.finished = False
+        self._items = iterate_in_thread(steps, self)
+
+    async def __aenter__(self) -> SyncFlowStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncGenerator[StreamItem, None]:
+        return self._items
+
+    async def __anext__(self) -> StreamItem:
+        return await self._items.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the run: the sync generator is closed (in a worker thread)."""
+        await self._items.aclose()
