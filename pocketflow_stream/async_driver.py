@@ -142,13 +142,13 @@ async def _pull(
                 send, receive = anyio.create_memory_object_stream(buffer)  # type: ignore[var-annotated]
                 group.start_soon(section.run, send)
                 try:
-                    async with receive:
-                        async for value in receive:
-                            yield value
+                    async for value in receive:
+                        yield value
                 finally:  # a stop while the section runs: cancel it and wait for its tasks
                     section.scope.cancel()
                     with anyio.CancelScope(shield=True):
                         await section.finished.wait()
+                    receive.close()
                 item.result = section.results
                 item.error = section.error
             else:  # pragma: no cover - the engine's requests are a closed set

@@ -65,3 +65,9 @@ def pass_through(request, monkeypatch):
     if request.param == "wrapped":
         monkeypatch.setattr(engine, "_RETURN_PASSES_MAP", False)
     return request.param
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    """Every `@pytest.mark.anyio` test runs on asyncio and on trio (anyio's pytest plugin)."""
+    return request.param

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pocketflow_stream import Chunk, Retry, StreamFlow
+from pocketflow_stream import AsyncStreamFlow, Chunk, Retry, StreamFlow
 from pocketflow_stream.llm import (
     AssistantMessage,
+    AsyncLLMNode,
     LLMNode,
     ModelError,
     ScriptedModel,
@@ -100,3 +101,72 @@ def test_stopping_the_stream_closes_the_model_stream():
 def test_a_node_without_a_model_says_how_to_give_one():
     with pytest.raises(TypeError, match="has no model"):
         LLMNode().run(conversation())
+
+
+# --- AsyncLLMNode ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_llm_node_streams_the_same_chunks_and_message_as_the_sync_one():
+    def script():
+        return [Turn(reasoning="hmm", text="Hello there", tool_calls=[ToolCallSpec("f", {"x": 1})])]
+
+    sync_shared = conversation()
+    sync_chunks = list(StreamFlow(start=LLMNode(ScriptedModel(script()))).run_stream(sync_shared))
+
+    shared = conversation()
+    async with AsyncStreamFlow(start=AsyncLLMNode(ScriptedModel(script()))).run_stream_async(
+        shared
+    ) as stream:
+        chunks = [chunk async for chunk in stream]
+
+    assert [chunk.data for chunk in chunks] == [chunk.data for chunk in sync_chunks]
+    assert {chunk.node for chunk in chunks} == {"AsyncLLMNode"}
+    assert stream.action == "tool_calls"
+    assert shared["messages"] == sync_shared["messages"]
+
+
+@pytest.mark.anyio
+async def test_async_llm_node_retries_a_provider_error_and_marks_the_failed_attempt():
+    model = ScriptedModel([Turn(text="partial", error="overloaded"), Turn(text="fine")])
+    shared = conversation()
+    events = []
+    await AsyncLLMNode(model, max_retries=2).run_async(shared, on_event=events.append)
+    assert [type(event).__name__ for event in events].count("Retry") == 1
+    assert shared["messages"][-1]["content"] == "fine"
+
+
+@pytest.mark.anyio
+async def test_async_llm_node_raises_model_error_after_the_last_attempt():
+    model = ScriptedModel([Turn(text="x", error="overloaded")])
+    flow = AsyncStreamFlow(start=AsyncLLMNode(model, name="Writer"))
+    with pytest.raises(ModelError, match="overloaded") as caught:
+        await flow.run_async(conversation())
+    assert caught.value.node_path == ("Writer",)
+
+
+@pytest.mark.anyio
+async def test_stopping_an_async_llm_node_closes_the_model_stream():
+    closed = []
+
+    class Model:
+        async def astream(self, messages, *, tools=None, **options):
+            try:
+                for word in ["a", "b", "c"]:
+                    yield TextDelta(word)
+            finally:
+                closed.append(True)
+
+    async with AsyncStreamFlow(start=AsyncLLMNode(Model())).run_stream_async(
+        conversation()
+    ) as stream:
+        async for chunk in stream:
+            assert chunk.data == TextDelta("a")
+            break
+    assert closed == [True]
+
+
+@pytest.mark.anyio
+async def test_an_async_llm_node_without_a_model_says_how_to_give_one():
+    with pytest.raises(TypeError, match="AsyncLLMNode has no model"):
+        await AsyncLLMNode().run_async(conversation())

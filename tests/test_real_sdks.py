@@ -18,6 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pocketflow_stream import AsyncParallelBatchFlow
+from pocketflow_stream.llm import AsyncLLMNode
 from pocketflow_stream.llm.accumulator import Accumulator
 from pocketflow_stream.llm.anthropic_messages import anthropic_deltas
 from pocketflow_stream.llm.deltas import (
@@ -413,6 +415,40 @@ async def test_async_consumer_that_stops_closes_the_http_stream(replay_server, a
 
     (request,) = replay_server.wait_for_requests(1)
     assert request.outcome == "client_closed"
+
+
+@pytest.mark.anyio
+async def test_async_llm_nodes_stream_two_conversations_at_once_through_the_real_client(
+    replay_server, async_openai_client
+):
+    """Two AsyncLLMNode conversations, as a parallel batch in one streamed run: the real
+    AsyncOpenAI client parses both replies from the wire while both stream."""
+    chunks = openai_chat_scenario("text")
+    replay_server.enqueue(openai_chat_replay(chunks, write_size=4), openai_chat_replay(chunks))
+    model = AsyncOpenAIChatModel("gpt-4o-mini", client=async_openai_client)
+
+    class Conversations(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"who": "ann"}, {"who": "bob"}]
+
+    class Reply(AsyncLLMNode):
+        async def prep_async(self, shared):
+            return [*HELLO, {"role": "user", "content": self.params["who"]}]
+
+        async def post_async(self, shared, messages, reply):
+            shared[self.params["who"]] = reply.content
+
+    shared: Dict[str, Any] = {}
+    texts: Dict[str, str] = {"ann": "", "bob": ""}
+    async with Conversations(start=Reply(model)).run_stream_async(shared) as stream:
+        async for chunk in stream:
+            if isinstance(chunk.data, TextDelta):
+                texts[chunk.batch["who"]] += chunk.data.text
+
+    expected = accumulate(openai_chat_deltas(chunks)).content
+    assert shared == {"ann": expected, "bob": expected} and texts == shared
+    bodies = [request.body for request in replay_server.wait_for_requests(2)]
+    assert sorted(body["messages"][-1]["content"] for body in bodies) == ["ann", "bob"]
 
 
 # --- Anthropic Messages wire format --------------------------------------------------------

@@ -7,7 +7,7 @@ imports it).
 - accumulator: deltas folded into the final AssistantMessage, rendered back for any provider.
 - partial_json: tool-call arguments parsed while they arrive.
 - models, scripted: model clients (OpenAI, Anthropic, LiteLLM) and the offline ScriptedModel.
-- node: LLMNode, a StreamNode that calls a model.
+- node: LLMNode, a StreamNode that calls a model; AsyncLLMNode, its async twin.
 - replay_server: a loopback server replaying recorded provider streams, for offline tests.
 """
 
@@ -41,7 +41,7 @@ from .models import (
     OpenAIResponsesModel,
     default_model,
 )
-from .node import LLMNode, ModelError
+from .node import AsyncLLMNode, LLMNode, ModelError
 from .openai_chat import OpenAIChatAdapter, openai_chat_deltas
 from .openai_responses import OpenAIResponsesAdapter, openai_responses_deltas
 from .partial_json import PartialJSON, PartialJSONError, StringWatch, heal_json
@@ -99,5 +99,6 @@ __all__ = [
     "ToolCallSpec",
     "Turn",
     "LLMNode",
+    "AsyncLLMNode",
     "ModelError",
 ]

@@ -1,20 +1,23 @@
 """LLMNode: a StreamNode that calls a chat model, streams its unified deltas as chunks and hands
-the accumulated AssistantMessage to post.
+the accumulated AssistantMessage to post. AsyncLLMNode: the same for async flows.
 
-Built on the core's public StreamNode; knows models only by their `stream(messages, tools=...)`
-method, so any provider client (or the ScriptedModel) fits.
+Built on the core's public StreamNode / AsyncStreamNode; knows models only by their
+`stream(messages, tools=...)` / `astream(...)` methods, so any provider client (or the
+ScriptedModel) fits.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Generator, List, Optional
+from typing import Any, AsyncGenerator, Dict, Generator, List, Optional, Union
 
+from ..async_driver import Return
+from ..async_nodes import AsyncStreamNode
 from ..nodes import StreamNode
 from .accumulator import Accumulator, AssistantMessage
 from .deltas import Delta
-from .models import ChatModel
+from .models import AsyncChatModel, ChatModel
 
-__all__ = ["LLMNode", "ModelError"]
+__all__ = ["LLMNode", "AsyncLLMNode", "ModelError"]
 
 
 class ModelError(RuntimeError):
@@ -26,7 +29,26 @@ class ModelError(RuntimeError):
         self.code = code
 
 
-class LLMNode(StreamNode):
+class _CallsAModel:
+    """What both LLM nodes are built with: the model, its tools and its call options."""
+
+    def __init__(
+        self,
+        model: Union[ChatModel, AsyncChatModel, None] = None,
+        *,
+        tools: Optional[List[Dict[str, Any]]] = None,
+        max_retries: int = 1,
+        wait: float = 0,
+        name: Optional[str] = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(max_retries, wait, name=name)  # type: ignore[call-arg]
+        self.model = model
+        self.tools = tools
+        self.options = options
+
+
+class LLMNode(_CallsAModel, StreamNode):
     """Calls `model` on the messages prep returns; every delta is a chunk; post gets the final
     AssistantMessage (content, reasoning, tool calls with parsed arguments, usage, finish).
 
@@ -42,32 +64,12 @@ class LLMNode(StreamNode):
         plan = Plan(model, tools=TOOLS)
     """
 
-    def __init__(
-        self,
-        model: Optional[ChatModel] = None,
-        *,
-        tools: Optional[List[Dict[str, Any]]] = None,
-        max_retries: int = 1,
-        wait: float = 0,
-        name: Optional[str] = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(max_retries, wait, name=name)
-        self.model = model
-        self.tools = tools
-        self.options = options
-
     def prep(self, shared: Any) -> Any:
         return shared["messages"]
 
     def exec_stream(self, messages: Any) -> Generator[Delta, None, AssistantMessage]:
-        if self.model is None:
-            raise TypeError(
-                f"{type(self).__name__} has no model: pass one, e.g. "
-                "LLMNode(ScriptedModel([...])) or LLMNode(OpenAIChatModel('gpt-4o-mini'))"
-            )
         accumulator = Accumulator()
-        stream = self.model.stream(list(messages), tools=self.tools, **self.options)
+        stream = _model_of(self).stream(list(messages), tools=self.tools, **self.options)
         try:
             for delta in stream:
                 accumulator.add(delta)
@@ -76,11 +78,60 @@ class LLMNode(StreamNode):
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
-        message = accumulator.message
-        if message.error is not None:
-            raise ModelError(message.error.message, message.error.code)
-        return message
+        return _reply(accumulator)
 
     def post(self, shared: Any, prep_res: Any, exec_res: AssistantMessage) -> Optional[str]:
         shared["messages"].append(exec_res.to_openai())
         return "tool_calls" if exec_res.tool_calls else None
+
+
+class AsyncLLMNode(_CallsAModel, AsyncStreamNode):
+    """LLMNode for async flows: streams `model.astream(...)` (AsyncOpenAIChatModel,
+    AsyncAnthropicModel, ScriptedModel), so many conversations stream at once on one event
+    loop. Same defaults, as `prep_async` / `post_async`, and the same `ModelError`::
+
+        class Plan(AsyncLLMNode):
+            async def post_async(self, shared, messages, reply):
+                shared["messages"].append(reply.to_openai())
+                return "act" if reply.tool_calls else "done"
+    """
+
+    async def prep_async(self, shared: Any) -> Any:
+        return shared["messages"]
+
+    async def exec_stream_async(self, messages: Any) -> AsyncGenerator[Any, None]:
+        accumulator = Accumulator()
+        stream = _model_of(self).astream(list(messages), tools=self.tools, **self.options)
+        try:
+            async for delta in stream:
+                accumulator.add(delta)
+                yield delta
+        finally:  # stopped early: the client drops its HTTP stream now
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        yield Return(_reply(accumulator))
+
+    async def post_async(
+        self, shared: Any, prep_res: Any, exec_res: AssistantMessage
+    ) -> Optional[str]:
+        shared["messages"].append(exec_res.to_openai())
+        return "tool_calls" if exec_res.tool_calls else None
+
+
+def _model_of(node: Any) -> Any:
+    if node.model is None:
+        kind = type(node).__name__
+        raise TypeError(
+            f"{kind} has no model: pass one, e.g. {kind}(ScriptedModel([...])) or "
+            f"{kind}(OpenAIChatModel('gpt-4o-mini'))"
+        )
+    return node.model
+
+
+def _reply(accumulator: Accumulator) -> AssistantMessage:
+    """The finished message, or ModelError if the provider reported one in the stream."""
+    message = accumulator.message
+    if message.error is not None:
+        raise ModelError(message.error.message, message.error.code)
+    return message
