@@ -97,9 +97,10 @@ class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in
     - `data`: what the node yielded, untouched.
     - `node`: the node's name (its `name` if given, else its class name).
     - `path`: names from the outermost flow below the one being run down to the node.
-    - `item`: the batch item's index for a StreamBatchNode, else None.
+    - `item`: the batch item's index for a StreamBatchNode (or an async batch node), else None.
     - `attempt`: 0 for the first try; a retried node's chunks carry the retry's number.
-    - `batch`: the params of the innermost BatchFlow iteration the node runs in, else None.
+    - `batch`: the params of the innermost (Async, Parallel) BatchFlow iteration the node runs
+      in, else None.
 
     A chunk is the pair `(origin, data)` underneath, made as `Chunk((origin, data))`: it is
     the one object made per chunk, and a tuple subclass without a Python-level `__new__` is the

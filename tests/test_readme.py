@@ -37,5 +37,10 @@ def test_the_async_example_streams_then_runs_with_a_callback(capsys):
     example = next(block for block in BLOCKS if "class Answer(AsyncStreamNode)" in block)
     exec(compile(example, "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:4] == ["Answer Thinking", "Answer  about ", "Answer life", "None Thinking about life"]
+    assert lines[:4] == [
+        "Answer Thinking",
+        "Answer  about ",
+        "Answer life",
+        "None Thinking about life",
+    ]
     assert len(lines) == 7  # the streamed run, its action and answer, then three pushed chunks
