@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, AsyncGenerator, Callable, Generator, List, Optional, Tuple, Type
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .engine import Await, InThread, Parallel, Request, Sleep, Stream, walk
@@ -351,6 +352,7 @@ async def iterate_in_thread(
                     outcome.error = exc
                     return
                 raise
+            await anyio.lowlevel.checkpoint_if_cancelled()  # a stop during the step: no yield
             if done:
                 if isinstance(outcome, Request):
                     outcome.result = value

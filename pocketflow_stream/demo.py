@@ -1,6 +1,7 @@
 """The main demo: a plan <-> act agent loop streamed live to the terminal, tagged by node.
 
     python -m pocketflow_stream.demo            # offline: the built-in scripted model
+    python -m pocketflow_stream.demo --async    # the same agent on the async driver
     OPENAI_API_KEY=... python -m pocketflow_stream.demo "What is 17% of 2340?"
 
 With OPENAI_API_KEY (or ANTHROPIC_API_KEY) set it uses that provider; otherwise the scripted
@@ -18,8 +19,15 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, Generator, List, Optional
 
-from pocketflow_stream import StreamFlow, StreamNode
-from pocketflow_stream.llm import LLMNode, ScriptedModel, ToolCallSpec, Turn, default_model
+from pocketflow_stream import AsyncStreamFlow, StreamFlow, StreamNode, run_stream_sync
+from pocketflow_stream.llm import (
+    AsyncLLMNode,
+    LLMNode,
+    ScriptedModel,
+    ToolCallSpec,
+    Turn,
+    default_model,
+)
 from pocketflow_stream.ui import render
 
 Message = Dict[str, Any]
@@ -77,12 +85,23 @@ def calculate(expression: str) -> float:
     return value(ast.parse(expression.replace(",", ""), mode="eval").body)
 
 
+def record_reply(shared: Dict[str, Any], reply: Any) -> str:
+    shared["messages"].append(reply.to_openai())
+    return "act" if reply.tool_calls else "done"
+
+
 class Plan(LLMNode):
     """Asks the model what to do next; streams its thoughts, words and tool calls."""
 
     def post(self, shared: Dict[str, Any], prep_res: Any, reply: Any) -> str:
-        shared["messages"].append(reply.to_openai())
-        return "act" if reply.tool_calls else "done"
+        return record_reply(shared, reply)
+
+
+class AsyncPlan(AsyncLLMNode):
+    """Plan, awaiting the model's stream (for the async driver)."""
+
+    async def post_async(self, shared: Dict[str, Any], prep_res: Any, reply: Any) -> str:
+        return record_reply(shared, reply)
 
 
 class Act(StreamNode):
@@ -148,11 +167,15 @@ def scripted_agent(messages: List[Dict[str, Any]], tools: Optional[List[Dict]]) 
     )
 
 
-def build_flow(model: Any) -> StreamFlow:
-    plan = Plan(model, tools=TOOLS)
+def build_flow(model: Any, asynchronous: bool = False) -> Any:
+    """The agent: a StreamFlow, or with `asynchronous` an AsyncStreamFlow whose plan awaits
+    the model (Act, a sync StreamNode, runs inside it as it is)."""
+    plan = AsyncPlan(model, tools=TOOLS, name="Plan") if asynchronous else Plan(model, tools=TOOLS)
     act = Act()
     plan - "act" >> act
     act >> plan
+    if asynchronous:
+        return AsyncStreamFlow(start=plan, name="Agent", max_steps=20)
     return StreamFlow(start=plan, name="Agent", max_steps=20)
 
 
@@ -162,9 +185,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--fast", action="store_true", help="no pauses in the scripted model")
     parser.add_argument("--events", action="store_true", help="show node lifecycle events")
     parser.add_argument("--offline", action="store_true", help="scripted model even with a key")
+    parser.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="run the agent on the async driver (an event loop in a worker thread)",
+    )
     args = parser.parse_args(argv)
 
-    model: Any = None if args.offline else default_model()
+    model: Any = None if args.offline else default_model(args.asynchronous)
     if model is None:
         model = ScriptedModel(scripted_agent, chunk_size=3, delay=0 if args.fast else 0.02)
         print("(offline: the built-in scripted model; set OPENAI_API_KEY for a real one)")
@@ -173,7 +202,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings("ignore", message="Flow ends: 'done'")
     shared: Dict[str, Any] = {"messages": [{"role": "user", "content": args.question}]}
     print(f"user: {args.question}")
-    action = render(build_flow(model).run_stream(shared, events=args.events), events=args.events)
+    flow = build_flow(model, args.asynchronous)
+    if args.asynchronous:  # sync code iterating an async flow: the bridge a sync handler uses
+        stream = run_stream_sync(flow, shared, events=args.events)
+    else:
+        stream = flow.run_stream(shared, events=args.events)
+    action = render(stream, events=args.events)
     print(f"(flow finished with action {action!r} after {len(shared['messages'])} messages)")
     return 0
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from pocketflow_stream import demo
 
@@ -23,6 +26,19 @@ def test_the_demo_runs_offline_and_tags_every_part_with_its_node(capsys):
     assert any(line.startswith("thinking: ") for line in lines)
     assert "17% of 2,340 is 397.8" in lines[-2]
     assert lines[-1] == "(flow finished with action 'done' after 6 messages)"
+
+
+def test_the_async_demo_streams_the_same_as_the_sync_one(capsys):
+    """--async runs the agent as an AsyncStreamFlow (AsyncLLMNode plan, sync StreamNode act),
+    iterated from sync code through run_stream_sync: what it shows is identical."""
+
+    def shown(flags):
+        assert demo.main(["--fast", "--offline", "--events", *flags]) == 0
+        return re.sub(r"\d+ ms", "_ ms", capsys.readouterr().out)  # durations differ
+
+    sync_out = shown([])
+    assert "(Plan -> 'act', _ ms)" in sync_out
+    assert shown(["--async"]) == sync_out
 
 
 def test_the_quick_start_command_works_without_any_key():
@@ -75,9 +91,13 @@ def tool_call_turn(text, call_id, name, argument_pieces):
     return chunks + [chat_chunk({}, "tool_calls")]
 
 
-def test_with_an_openai_key_the_demo_uses_the_real_client(replay_server, monkeypatch, capsys):
+@pytest.mark.parametrize("flags", [[], ["--async"]], ids=["sync", "async"])
+def test_with_an_openai_key_the_demo_uses_the_real_client(
+    flags, replay_server, monkeypatch, capsys
+):
     """OPENAI_API_KEY set: the demo streams from the OpenAI SDK (here parsing the loopback
-    server's real SSE bytes through OPENAI_BASE_URL) instead of the scripted model."""
+    server's real SSE bytes through OPENAI_BASE_URL) instead of the scripted model; with
+    --async, from the AsyncOpenAI client."""
     from pocketflow_stream.llm.replay_server import openai_chat_replay
 
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
@@ -95,7 +115,7 @@ def test_with_an_openai_key_the_demo_uses_the_real_client(replay_server, monkeyp
         openai_chat_replay([chat_chunk({"content": "It is 42."}), chat_chunk({}, "stop")]),
     )
 
-    assert demo.main(["--fast", "What is 6 x 7?"]) == 0
+    assert demo.main(["--fast", "What is 6 x 7?", *flags]) == 0
 
     out = capsys.readouterr().out
     assert "offline" not in out

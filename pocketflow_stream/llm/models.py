@@ -491,20 +491,21 @@ def _close_litellm_stream(stream: Any) -> None:
 # --- choosing a model ----------------------------------------------------------------------
 
 
-def default_model() -> Optional[Union[OpenAIChatModel, AnthropicModel]]:
+def default_model(asynchronous: bool = False) -> Optional[Any]:
     """The real model the environment allows, or None (then use a ScriptedModel).
 
     `OpenAIChatModel` if `OPENAI_API_KEY` is set (model `POCKETFLOW_STREAM_OPENAI_MODEL`,
     default "gpt-4o-mini"; `OPENAI_BASE_URL` points it at a compatible server), else
     `AnthropicModel` if `ANTHROPIC_API_KEY` is set (model `POCKETFLOW_STREAM_ANTHROPIC_MODEL`,
-    default "claude-sonnet-4-6"). No client is built and nothing is sent until the first call.
+    default "claude-sonnet-4-6"); with `asynchronous=True`, their async twins (for
+    AsyncLLMNode). No client is built and nothing is sent until the first call.
     """
     if os.environ.get("OPENAI_API_KEY"):
         name = os.environ.get("POCKETFLOW_STREAM_OPENAI_MODEL") or DEFAULT_OPENAI_MODEL
-        return OpenAIChatModel(name)
+        return AsyncOpenAIChatModel(name) if asynchronous else OpenAIChatModel(name)
     if os.environ.get("ANTHROPIC_API_KEY"):
         name = os.environ.get("POCKETFLOW_STREAM_ANTHROPIC_MODEL") or DEFAULT_ANTHROPIC_MODEL
-        return AnthropicModel(name)
+        return AsyncAnthropicModel(name) if asynchronous else AnthropicModel(name)
     return None
 
 
