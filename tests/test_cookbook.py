@@ -50,3 +50,21 @@ def test_sse_frames_are_json_and_end_with_the_action():
 def test_live_tool_arguments_show_each_line_of_the_file_as_it_arrives():
     module = recipe("live_tool_arguments")
     assert "".join(module.main()) == module.POEM
+
+
+def test_async_parallel_streams_the_three_summaries_interleaved_and_tagged(capsys):
+    import anyio
+
+    module = recipe("async_parallel")
+    for backend in ("asyncio", "trio"):
+        assert anyio.run(module.main, 0, backend=backend) == module.SUMMARIES
+        out = capsys.readouterr().out
+        tagged = [line for line in out.splitlines() if line.startswith("[")]
+        titles = [line[1:].split("]")[0].strip() for line in tagged]
+        assert set(titles) == set(module.DOCUMENTS)
+        # interleaved: every document's first token comes before any document's last one
+        firsts = [titles.index(title) for title in module.DOCUMENTS]
+        lasts = [len(titles) - 1 - titles[::-1].index(title) for title in module.DOCUMENTS]
+        assert max(firsts) < min(lasts)
+        for title, summary in module.SUMMARIES.items():
+            assert f"{title}: {summary}" in out
