@@ -203,15 +203,18 @@ async def _drive(
     emit: Callable[[StreamItem], Any],
     buffer: int,
 ) -> Any:
-    """Drive a walk to its end in this task, awaiting `emit(item)` for each item; returns the
-    walk's return value. Owns the task group for any parallel section inside."""
+    """Drive a walk to its end in this task, calling `emit(item)` for each item (and awaiting
+    what it returns, if awaitable); returns the walk's return value. Owns the task group for
+    any parallel section inside."""
     outcome = _Outcome()
     error: Optional[BaseException] = None
     async with anyio.create_task_group() as group:
         items = _pull(steps, group, outcome, buffer)
         try:
             async for item in items:
-                await emit(item)
+                result = emit(item)
+                if result is not None and inspect.isawaitable(result):
+                    await result
         except Exception as exc:  # raised after the group, not wrapped in an ExceptionGroup
             error = exc
         finally:
@@ -246,12 +249,9 @@ async def run(
         driver=True,
     )
 
-    async def emit(item: StreamItem) -> None:
+    def emit(item: StreamItem) -> Any:  # what a coroutine callback returns, _drive awaits
         callback: Optional[Callable[[Any], Any]] = on_chunk if type(item) is Chunk else on_event
-        if callback is not None:
-            result = callback(item)
-            if inspect.isawaitable(result):
-                await result
+        return None if callback is None else callback(item)
 
     return await _drive(steps, emit, buffer)  # type: ignore[no-any-return]
 
