@@ -142,8 +142,18 @@ async def _pull(
                 section = _Section(item, buffer)
                 send, receive = anyio.create_memory_object_stream(buffer)  # type: ignore[var-annotated]
                 group.start_soon(section.run, send)
+                take = receive.receive_nowait
                 try:
-                    async for value in receive:
+                    while True:  # take what is buffered without a trip round the event loop
+                        try:
+                            value = take()
+                        except anyio.WouldBlock:
+                            try:
+                                value = await receive.receive()
+                            except anyio.EndOfStream:
+                                break
+                        except anyio.EndOfStream:
+                            break
                         yield value
                 finally:  # a stop while the section runs: cancel it and wait for its tasks
                     section.scope.cancel()
@@ -185,11 +195,19 @@ class _Section:
 
     async def _work(self, send: Any) -> None:
         request = self.request
+        put = send.send_nowait
+
+        def emit(item: StreamItem) -> Any:  # into the buffer at once if there is room
+            try:
+                return put(item)
+            except anyio.WouldBlock:
+                return send.send(item)  # a coroutine: _drive awaits it, waiting for room
+
         while self.next_index < request.count and self.error is None:
             index = self.next_index
             self.next_index += 1
             try:
-                self.results[index] = await _drive(request.branch(index), send.send, self.buffer)
+                self.results[index] = await _drive(request.branch(index), emit, self.buffer)
             except Exception as exc:
                 if self.error is None:  # the first failure wins; the others were cancelled
                     _attach_item(exc, request, index)
