@@ -635,27 +635,23 @@ def _attempt_driven(frame: NodeFrame) -> Generator[Any, None, Tuple[Any, Any]]:
     try:
         request: Request
         if node._async:
+            args: Tuple[Any, ...]
             if failed is not None:
-                made = node.exec_fallback_async(item, failed)
-            elif frame.stream:
-                made = node.exec_stream_async(item)
+                hook, args = "exec_fallback_async", (item, failed)
             else:
-                made = node.exec_async(item)
+                hook, args = ("exec_stream_async" if frame.stream else "exec_async"), (item,)
+            made = getattr(node, hook)(*args)
             if hasattr(made, "__anext__"):
                 request = Stream(made, frame.attempt_origin(), frame.emit)
             elif inspect.isawaitable(made):
                 request = Await(made)
             else:
-                hook = (
-                    "exec_fallback_async"
-                    if failed
-                    else "exec_stream_async"
-                    if frame.stream
-                    else "exec_async"
-                )
                 raise _not_awaitable(node, hook, made, frame.origin.path)
-        elif frame.stream and failed is None:
-            request = Stream(node.exec_stream(item), frame.attempt_origin(), frame.emit)
+        elif frame.stream and failed is None:  # a blocking node's generator, stepped in a thread
+            made = node.exec_stream(item)
+            if not isinstance(made, GeneratorABC):
+                raise _not_a_generator(node, made, frame.origin.path)
+            request = Stream(made, frame.attempt_origin(), frame.emit)
         elif failed is not None:
             request = InThread(node.exec_fallback, (item, failed))
         else:

@@ -1254,3 +1254,15 @@ async def test_a_thousand_nested_async_and_sync_flows_stream_with_the_full_path(
     assert ran == streamed == {"leaf": "leaf result"}
     assert len(chunks) == 1 and len(path) == 1001
     assert path[:2] == ("F1", "F2") and path[-2:] == ("F1000", "DeepLeaf")
+
+
+@pytest.mark.anyio
+async def test_an_in_thread_stream_node_whose_exec_stream_is_no_generator_says_so():
+    class Listing(pocketflow_stream.StreamNode):
+        def exec_stream(self, prep_res):
+            return [1, 2]
+
+    flow = pocketflow_stream.AsyncFlow(start=Listing(in_thread=True, max_retries=3))
+    with pytest.raises(pocketflow_stream.FlowError, match="must return a generator") as caught:
+        await flow.run_async({})
+    assert caught.value.node_path == ("Listing",)
