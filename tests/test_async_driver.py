@@ -1266,3 +1266,38 @@ async def test_an_in_thread_stream_node_whose_exec_stream_is_no_generator_says_s
     with pytest.raises(pocketflow_stream.FlowError, match="must return a generator") as caught:
         await flow.run_async({})
     assert caught.value.node_path == ("Listing",)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("parallel", [False, True], ids=["plain", "parallel"])
+async def test_an_exception_in_the_consumers_block_comes_out_as_itself_and_stops_the_run(
+    parallel,
+):
+    """Not wrapped in an ExceptionGroup by the run's task group: the app catches its own
+    exception as it would around any `async with`."""
+    closed = []
+    kind = (
+        pocketflow_stream.AsyncParallelBatchNode
+        if parallel
+        else pocketflow_stream.AsyncStreamBatchNode
+    )
+
+    class Items(kind):  # type: ignore[valid-type, misc]
+        async def prep_async(self, shared):
+            return [0, 1, 2] if parallel else [0]
+
+        async def exec_stream_async(self, item):
+            try:
+                while True:
+                    await anyio.sleep(0)
+                    yield item
+            finally:
+                closed.append(item)
+
+    flow = pocketflow_stream.AsyncStreamFlow(start=Items())
+    with pytest.raises(KeyError, match="the app's own") as caught:
+        async with flow.run_stream_async({}) as stream:
+            async for _chunk in stream:
+                raise KeyError("the app's own")
+    assert type(caught.value) is KeyError
+    assert sorted(closed) == ([0, 1, 2] if parallel else [0])
