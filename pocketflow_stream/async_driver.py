@@ -30,7 +30,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .engine import Await, InThread, Parallel, Request, Sleep, Stream, walk
-from .errors import FlowError, attach_node_path, describe_path
+from .errors import FlowError, add_note, attach_node_path, describe_path
 from .events import Chunk, StreamItem
 
 __all__ = ["Return", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
@@ -402,13 +402,7 @@ def _attach_item(exc: BaseException, request: Parallel, index: int) -> None:
         exc.batch_item = index  # type: ignore[attr-defined]
     except AttributeError:
         pass
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:  # Python < 3.11
-        try:
-            exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
-        except AttributeError:
-            pass
+    add_note(exc, note)
 
 
 def _needs_a_task_group(request: Parallel) -> FlowError:

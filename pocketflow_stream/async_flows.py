@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .async_nodes import AsyncNode
+from .async_nodes import AsyncNode, limit_concurrency
 from .flows import Flow
 from .nodes import BaseNode
 
@@ -62,7 +62,4 @@ class AsyncParallelBatchFlow(AsyncBatchFlow):
         max_concurrency: Optional[int] = None,
     ) -> None:
         super().__init__(start, name=name, max_steps=max_steps)
-        if max_concurrency is not None:
-            if max_concurrency < 1:
-                raise ValueError(f"max_concurrency must be 1 or more, got {max_concurrency}")
-            self.max_concurrency = max_concurrency
+        limit_concurrency(self, max_concurrency)

@@ -128,10 +128,7 @@ class AsyncParallelBatchNode(AsyncBatchNode):
         max_concurrency: Optional[int] = None,
     ) -> None:
         super().__init__(max_retries, wait, name=name)
-        if max_concurrency is not None:
-            if max_concurrency < 1:
-                raise ValueError(f"max_concurrency must be 1 or more, got {max_concurrency}")
-            self.max_concurrency = max_concurrency
+        limit_concurrency(self, max_concurrency)
 
 
 class AsyncStreamNode(AsyncNode):
@@ -150,3 +147,12 @@ class AsyncStreamBatchNode(AsyncStreamNode):
     carry the item's index in `chunk.item`."""
 
     _batch = True
+
+
+def limit_concurrency(node: Any, max_concurrency: Optional[int]) -> None:
+    """Set a parallel batch's `max_concurrency` (None keeps the class's: all at once)."""
+    if max_concurrency is None:
+        return
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be 1 or more, got {max_concurrency}")
+    node.max_concurrency = max_concurrency

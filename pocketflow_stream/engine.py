@@ -362,9 +362,7 @@ def _enter_flow(
         raise RuntimeError("Use run_async.")
     if options.events:
         frame.started = _perf_counter()
-    frame.max_steps = flow.max_steps if flow.max_steps is not None else options.max_steps
-    if frame.max_steps is not None:  # only a guarded flow pays for remembering its steps
-        frame.recent = deque(maxlen=6)
+    _guard(frame, flow.max_steps if flow.max_steps is not None else options.max_steps)
     try:
         if flow.start_node is None:
             raise FlowError(
@@ -406,20 +404,24 @@ def _parallel_batches(frame: FlowFrame, shared: Any, options: _Options) -> Paral
     first = frame.batch_index + 1
 
     def branch(index: int) -> Generator[Any, None, Any]:
-        params = batches[first + index]
-        twin = FlowFrame(flow, frame.origin, freeze_params(params), frame.selected)
+        twin = FlowFrame(flow, frame.origin, None, frame.selected)
         twin.branch = True
-        twin.params = {**flow.params, **params}
-        twin.node = _copy(flow.start_node)
-        twin.max_steps = frame.max_steps
-        if twin.max_steps is not None:
-            twin.recent = deque(maxlen=6)
+        twin.batches = batches
+        twin.batch_index = first + index - 1
+        _start_next_batch(twin)  # the one param set this branch runs
+        _guard(twin, frame.max_steps)
         return _walk(None, shared, options, [twin])
 
     def label(index: int) -> str:
         return f"param set {first + index} {dict(batches[first + index])!r}"
 
     return Parallel(len(batches) - first, branch, label, _own_path(frame), flow.max_concurrency)
+
+
+def _guard(frame: FlowFrame, max_steps: Optional[int]) -> None:
+    frame.max_steps = max_steps
+    if max_steps is not None:  # only a guarded flow pays for remembering its steps
+        frame.recent = deque(maxlen=6)
 
 
 def _start_next_batch(frame: FlowFrame) -> None:
@@ -505,11 +507,20 @@ class NodeFrame:
         "branch",  # one item of a parallel batch: ends with the item's result, without post
     )
 
-    def __init__(self, node: Any, origin: Origin, prep_res: Any, emit: bool) -> None:
+    def __init__(
+        self,
+        node: Any,
+        origin: Origin,
+        prep_res: Any,
+        emit: bool,
+        items: Optional[List[Any]] = None,
+    ) -> None:
         self.node = node
         self.origin = origin
         self.prep_res = prep_res
-        self.items = list(prep_res or ()) if node._batch else [prep_res]
+        if items is None:
+            items = list(prep_res or ()) if node._batch else [prep_res]
+        self.items = items
         self.count = len(self.items)
         self.index = 0
         self.attempt = 0
@@ -572,8 +583,7 @@ def _parallel_items(frame: NodeFrame, shared: Any, options: _Options) -> Paralle
     node = frame.node
 
     def branch(index: int) -> Generator[Any, None, Any]:
-        twin = NodeFrame(node, frame.origin, frame.prep_res, frame.emit)
-        twin.items = frame.items
+        twin = NodeFrame(node, frame.origin, frame.prep_res, frame.emit, frame.items)
         twin.index = index
         twin.count = index + 1
         twin.driven = frame.driven

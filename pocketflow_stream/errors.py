@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Tuple
 
-__all__ = ["FlowError", "MaxStepsExceeded", "node_path_of", "describe_path"]
+__all__ = ["FlowError", "MaxStepsExceeded", "node_path_of", "describe_path", "add_note"]
 
 
 class FlowError(Exception):
@@ -33,15 +33,20 @@ def attach_node_path(exc: BaseException, path: Tuple[str, ...]) -> None:
         exc.node_path = path  # type: ignore[attr-defined]
     except AttributeError:  # an exception class with __slots__: the note still tells
         pass
-    note = f"raised in node {describe_path(path)}"
+    add_note(exc, f"raised in node {describe_path(path)}")
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """`exc.add_note(note)`, on every Python we support (before 3.11 notes are kept, not
+    printed)."""
     if hasattr(exc, "add_note"):
         exc.add_note(note)
-    else:  # Python < 3.11 keeps notes but does not print them
-        notes = getattr(exc, "__notes__", None)
-        try:
-            exc.__notes__ = [*(notes or ()), note]  # type: ignore[attr-defined]
-        except AttributeError:
-            pass
+        return
+    notes = getattr(exc, "__notes__", None)
+    try:
+        exc.__notes__ = [*(notes or ()), note]  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
 
 
 def node_path_of(exc: BaseException) -> Tuple[str, ...] | None:

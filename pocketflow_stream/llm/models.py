@@ -491,7 +491,9 @@ def _close_litellm_stream(stream: Any) -> None:
 # --- choosing a model ----------------------------------------------------------------------
 
 
-def default_model(asynchronous: bool = False) -> Optional[Any]:
+def default_model(
+    asynchronous: bool = False,
+) -> Optional[Union[OpenAIChatModel, AnthropicModel, AsyncOpenAIChatModel, AsyncAnthropicModel]]:
     """The real model the environment allows, or None (then use a ScriptedModel).
 
     `OpenAIChatModel` if `OPENAI_API_KEY` is set (model `POCKETFLOW_STREAM_OPENAI_MODEL`,
