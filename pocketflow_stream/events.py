@@ -8,8 +8,7 @@ nodes, flows or the engine's frames: the engine hands it an `Origin` and the dat
 from __future__ import annotations
 
 from dataclasses import fields
-from types import MappingProxyType
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from ._compat import frozen_slots
 
@@ -88,7 +87,10 @@ class Origin:
         return tuple(names)
 
     def __repr__(self) -> str:
-        return f"Origin(path={self.path!r}, item={self.item!r}, attempt={self.attempt!r})"
+        return (
+            f"Origin(path={self.path!r}, item={self.item!r}, attempt={self.attempt!r}, "
+            f"batch={self.batch!r})"
+        )
 
 
 class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in the MRO
@@ -151,12 +153,54 @@ class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in
         }
 
     def __repr__(self) -> str:
-        return f"Chunk(node={self.node!r}, path={self.path!r}, data={self.data!r})"
+        origin = self[0]
+        return (
+            f"Chunk(node={origin.name!r}, path={origin.path!r}, data={self[1]!r}, "
+            f"item={origin.item!r}, attempt={origin.attempt!r}, batch={origin.batch!r})"
+        )
+
+
+class FrozenParams(Mapping[str, Any]):
+    """A batch iteration's params as `Chunk.batch` and the events' `batch` hold them: read-only,
+    equal to the dict it was made from, hashable (by its items) when its values are, so an event
+    with a `batch` hashes and pickles like one without."""
+
+    __slots__ = ("_params",)
+    _params: Dict[str, Any]
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_params", dict(params))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._params[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._params.items()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenParams):
+            return self._params == other._params
+        return self._params == other
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"batch params are read-only: cannot set {name!r}")
+
+    def __reduce__(self) -> Any:
+        return (FrozenParams, (self._params,))
+
+    def __repr__(self) -> str:
+        return repr(self._params)
 
 
 def freeze_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A read-only view of a batch iteration's params, for `Chunk.batch`."""
-    return MappingProxyType(dict(params))
+    """A read-only copy of a batch iteration's params, for `Chunk.batch`."""
+    return FrozenParams(params)
 
 
 class _EventBase:
