@@ -1,8 +1,21 @@
-"""pocketflow_stream.ui — showing streamed runs to people (terminal; Gradio later).
+"""pocketflow_stream.ui — showing streamed runs to people.
+
+- transcript: a run's stream folded into a renderer-neutral tree of steps (every view draws it).
+- terminal: the terminal view.
 
 Built on the core's chunks and events and the llm layer's deltas; knows no provider format.
 """
 
 from .terminal import TerminalRenderer, render
+from .transcript import LoadedItem, Step, ToolCallView, ToolResult, Transcript, load_item
 
-__all__ = ["TerminalRenderer", "render"]
+__all__ = [
+    "Transcript",
+    "Step",
+    "ToolCallView",
+    "ToolResult",
+    "LoadedItem",
+    "load_item",
+    "TerminalRenderer",
+    "render",
+]
