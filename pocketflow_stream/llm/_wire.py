@@ -1,4 +1,19 @@
-"""Reading provider wire data: one accessor for SDK objects and decoded dicts alike.
+"""Reading provider wire data: SDK objects and decoded dicts through one read-only view.
+
+`view(source)` turns whatever an adapter is handed into something with a dict's `get`:
+
+- a dict (or any Mapping) is its own view;
+- a pydantic v2 model (every `openai` / `anthropic` / LiteLLM stream object) is read from its
+  `__dict__` (the declared fields) and its `__pydantic_extra__` (the undeclared ones a server
+  sent, such as `reasoning_content`). Reading an undeclared name with `getattr` would make
+  pydantic raise and catch an AttributeError each time, which cost more than the rest of the
+  adapter together; a dict lookup costs almost nothing;
+- a pydantic v1 model is its `__dict__` (where v1 keeps extras too);
+- anything else (a class with properties, slots, `__getattr__`) is read with `getattr`.
+
+Which kind a class is is worked out once per class. A value of None reads as missing
+everywhere, as the SDKs themselves treat null fields. The views are read-only: adapters never
+write into them (a pydantic view *is* the object's own `__dict__`).
 
 Shared by every adapter in this package; knows no provider's event names.
 """
@@ -6,24 +21,87 @@ Shared by every adapter in this package; knows no provider's event names.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from .deltas import Delta
 
-__all__ = ["field", "arguments_text", "EventDispatch"]
+__all__ = ["view", "field", "arguments_text", "EventDispatch", "EMPTY"]
+
+#: The view of a missing object: every read gives the default.
+EMPTY: Mapping[str, Any] = {}
+
+
+class _AttributeView:
+    """The view of an object with no usable `__dict__`: `get` reads attributes."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = getattr(self._source, name, None)
+        return default if value is None else value
+
+
+def _pydantic_v2_view(source: Any) -> Mapping[str, Any]:
+    extra = source.__pydantic_extra__
+    if extra:
+        return {**source.__dict__, **extra}
+    return source.__dict__  # type: ignore[no-any-return]
+
+
+def _dict_view(source: Any) -> Mapping[str, Any]:
+    return source.__dict__  # type: ignore[no-any-return]
+
+
+_ViewOf = Callable[[Any], Any]
+_VIEWS: Dict[type, _ViewOf] = {_AttributeView: lambda source: source}
+
+
+def _has_properties(cls: type, base: Optional[type]) -> bool:
+    """Whether `cls` defines properties (or other descriptors) a `__dict__` read would miss."""
+    for klass in cls.__mro__:
+        if klass is base or klass is object:
+            break
+        for name, member in vars(klass).items():
+            if isinstance(member, property) and not name.startswith("_"):
+                return True
+    return False
+
+
+def _view_for(cls: type) -> _ViewOf:
+    if issubclass(cls, Mapping):
+        return _identity
+    base = next((k for k in cls.__mro__ if k.__name__ == "BaseModel"), None)
+    if base is not None and not _has_properties(cls, base):
+        if hasattr(cls, "__pydantic_fields__") and hasattr(base, "__pydantic_extra__"):
+            return _pydantic_v2_view
+        if hasattr(cls, "__fields__") and not hasattr(cls, "__getattr__"):
+            return _dict_view
+    return _AttributeView
+
+
+def _identity(source: Any) -> Any:
+    return source
+
+
+def view(source: Any) -> Mapping[str, Any]:
+    """A read-only, dict-like view of a wire object (see the module docstring); None -> EMPTY."""
+    if type(source) is dict:
+        return source
+    if source is None:
+        return EMPTY
+    cls = type(source)
+    make = _VIEWS.get(cls)
+    if make is None:
+        make = _VIEWS[cls] = _view_for(cls)
+    return make(source)  # type: ignore[no-any-return]
 
 
 def field(source: Any, name: str, default: Any = None) -> Any:
-    """Read `name` from an SDK object (attribute) or a decoded dict (key); None reads as default.
-
-    The one accessor every adapter uses, so SDK objects and wire dicts share one code path.
-    """
-    if source is None:
-        return default
-    if isinstance(source, dict):
-        value = source.get(name)
-    else:
-        value = getattr(source, name, None)
+    """Read `name` from an SDK object or a decoded dict; None reads as default."""
+    value = view(source).get(name)
     return default if value is None else value
 
 
@@ -39,14 +117,15 @@ def arguments_text(arguments: Any) -> str:
 
 class EventDispatch:
     """Base of the adapters whose streams are typed events (Anthropic, Responses): `feed`
-    routes each event to the handler for its `type`; unknown types give no deltas."""
+    routes each event's view to the handler for its `type`; unknown types give no deltas."""
 
-    _handlers: Dict[str, Callable[[Any, List[Delta]], None]]
+    _handlers: Dict[str, Callable[[Mapping[str, Any], List[Delta]], None]]
 
     def feed(self, event: Any) -> List[Delta]:
         """Consume one stream event; return its deltas (none for unknown event types)."""
         out: List[Delta] = []
-        handler = self._handlers.get(field(event, "type", ""))
+        event = view(event)
+        handler = self._handlers.get(event.get("type") or "")
         if handler is not None:
             handler(event, out)
         return out

@@ -32,7 +32,7 @@ class LiteLLMAdapter(OpenAIChatAdapter):
     """
 
     def _reasoning(self, delta: Any) -> List[Delta]:
-        out = super()._reasoning(delta)
+        out = list(super()._reasoning(delta))  # the base may return a shared empty list
         text_in_fields = bool(out)
         blocks = _field(delta, "thinking_blocks")
         if blocks is None:

@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union
 
 from ._wire import arguments_text as _arguments_text
 from ._wire import field as _field
+from ._wire import view as _view
 from .deltas import (
     Delta,
     Finish,
@@ -77,6 +78,9 @@ _FINISH_REASONS = {
     "safety": "content_filter",
 }
 
+
+# What `_reasoning` returns when a delta has none (never mutated).
+_NOTHING: List[Delta] = []
 
 # The characters that shape JSON structure: brackets, string quotes and escapes.
 _JSON_MARKS = re.compile(r'[{}\[\]"\\]')
@@ -125,6 +129,7 @@ class _Call:
         "_opened",
         "_in_string",
         "_escape_pending",
+        "_scanned",
     )
 
     def __init__(self, index: int) -> None:
@@ -142,12 +147,16 @@ class _Call:
         self._opened = False
         self._in_string = False
         self._escape_pending = False
+        self._scanned = 0  # how many of _parts the scan has read (it runs only when asked)
 
     @property
     def arguments(self) -> str:
-        if len(self._parts) > 1:
-            self._parts = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
+        parts = self._parts
+        if len(parts) > 1:
+            self._catch_up()
+            self._parts = parts = ["".join(parts)]
+            self._scanned = 1
+        return parts[0] if parts else ""
 
     @property
     def has_arguments(self) -> bool:
@@ -156,10 +165,19 @@ class _Call:
     def append(self, text: str) -> None:
         self._parts.append(text)
         self._length += len(text)
-        stripped = text.rstrip()
-        if stripped:
-            self._last_mark = stripped[-1]
-        self._scan(text)
+        last = text[-1:]
+        if last and not last.isspace():
+            self._last_mark = last
+        else:
+            stripped = text.rstrip()
+            if stripped:
+                self._last_mark = stripped[-1]
+
+    def _catch_up(self) -> None:
+        parts = self._parts
+        for position in range(self._scanned, len(parts)):
+            self._scan(parts[position])
+        self._scanned = len(parts)
 
     def _scan(self, text: str) -> None:
         skip_at = 0 if self._escape_pending else -1
@@ -184,6 +202,9 @@ class _Call:
                 self._depth -= 1
 
     def is_complete(self) -> bool:
+        if self._last_mark != "}":
+            return False  # cheap: most partial argument texts fail here
+        self._catch_up()
         balanced = self._opened and self._depth == 0 and not self._in_string
         return balanced and self._last_mark == "}" and _complete_object(self.arguments)
 
@@ -236,24 +257,36 @@ class OpenAIChatAdapter:
 
     def feed(self, chunk: Any) -> List[Delta]:
         """Consume one chunk (SDK object, decoded dict or raw `data:` text); return its deltas."""
-        chunk = _decode(chunk)
         out: List[Delta] = []
-        if chunk is None:
-            return out
-        error = _field(chunk, "error")
+        if type(chunk) is not dict:
+            chunk = _decode(chunk)
+            if chunk is None:
+                return out
+            chunk = _view(chunk)
+        error = chunk.get("error")
         if error is not None:
             out.append(_provider_error(error))
-        for choice in _field(chunk, "choices", ()):
-            if _field(choice, "index", 0) != self._choice_index:
-                continue
-            delta = _field(choice, "delta", _field(choice, "message"))
-            if delta is not None:
-                self._read_delta(delta, out)
-            finish_reason = _field(choice, "finish_reason")
-            if finish_reason is not None:
-                self._finish(str(finish_reason), error is not None, out)
-            self._add_usage(_field(choice, "usage"), out)
-        self._add_usage(_field(chunk, "usage"), out)
+        choices = chunk.get("choices")
+        if choices:
+            for choice in choices:
+                if type(choice) is not dict:
+                    choice = _view(choice)
+                if (choice.get("index") or 0) != self._choice_index:
+                    continue
+                delta = choice.get("delta")
+                if delta is None:
+                    delta = choice.get("message")
+                if delta is not None:
+                    self._read_delta(delta if type(delta) is dict else _view(delta), out)
+                finish_reason = choice.get("finish_reason")
+                if finish_reason is not None:
+                    self._finish(str(finish_reason), error is not None, out)
+                usage = choice.get("usage")
+                if usage is not None:
+                    self._add_usage(usage, out)
+        usage = chunk.get("usage")
+        if usage is not None:
+            self._add_usage(usage, out)
         return out
 
     def close(self) -> List[Delta]:
@@ -266,27 +299,39 @@ class OpenAIChatAdapter:
 
     # -- reading one delta -------------------------------------------------------------------
 
-    def _read_delta(self, delta: Any, out: List[Delta]) -> None:
-        out.extend(self._reasoning(delta))
-        self._read_content(_field(delta, "content"), out)
-        refusal = _field(delta, "refusal")
-        if isinstance(refusal, str) and refusal:
+    def _read_delta(self, delta: Mapping[str, Any], out: List[Delta]) -> None:
+        """Read one choice's delta (a view: dict-like, None meaning absent)."""
+        reasoning = self._reasoning(delta)
+        if reasoning:
+            out.extend(reasoning)
+        content = delta.get("content")
+        if content:
+            if type(content) is str and self._think is None:
+                out.append(TextDelta(content))
+            else:
+                self._read_content(content, out)
+        refusal = delta.get("refusal")
+        if refusal and isinstance(refusal, str):
             out.append(RefusalDelta(refusal))
-        for fragment in _field(delta, "tool_calls", ()):
-            self._read_tool_fragment(fragment, out)
-        legacy = _field(delta, "function_call")
+        tool_calls = delta.get("tool_calls")
+        if tool_calls:
+            for fragment in tool_calls:
+                self._read_tool_fragment(_view(fragment), out)
+        legacy = delta.get("function_call")
         if legacy is not None:  # the pre-tools `functions` API: one call, no id, no index
             self._read_tool_fragment({"function": legacy}, out)
 
-    def _reasoning(self, delta: Any) -> List[Delta]:
+    def _reasoning(self, delta: Mapping[str, Any]) -> List[Delta]:
         """Reasoning text carried beside the content: llama.cpp/DeepSeek `reasoning_content`,
         vLLM's newer `reasoning`. Servers sending both send the same text twice, so the first
         non-empty one wins. LiteLLM's adapter extends this."""
-        for name in ("reasoning_content", "reasoning"):
-            text = _field(delta, name)
-            if isinstance(text, str) and text:
-                return [ReasoningDelta(text)]
-        return []
+        text = delta.get("reasoning_content")
+        if text and isinstance(text, str):
+            return [ReasoningDelta(text)]
+        text = delta.get("reasoning")
+        if text and isinstance(text, str):
+            return [ReasoningDelta(text)]
+        return _NOTHING
 
     def _read_content(self, content: Any, out: List[Delta]) -> None:
         if isinstance(content, str):
@@ -308,13 +353,29 @@ class OpenAIChatAdapter:
 
     # -- tool calls --------------------------------------------------------------------------
 
-    def _read_tool_fragment(self, fragment: Any, out: List[Delta]) -> None:
-        function = _field(fragment, "function")
-        call_id = _field(fragment, "id") or None
-        name = _field(function, "name") or _field(fragment, "name") or None
-        raw_arguments = _field(function, "arguments")
-        arguments = _arguments_text(raw_arguments)
-        call = self._route(_field(fragment, "index"), call_id, name, arguments)
+    def _read_tool_fragment(self, fragment: Mapping[str, Any], out: List[Delta]) -> None:
+        function = fragment.get("function")
+        function = function if type(function) is dict else _view(function)
+        raw_arguments = function.get("arguments")
+        if (
+            type(raw_arguments) is str
+            and raw_arguments
+            and fragment.get("id") is None
+            and function.get("name") is None
+            and fragment.get("name") is None
+        ):
+            # The common fragment: arguments only, on a call whose arguments are under way.
+            # Shorter than what came before, it cannot restate it.
+            call = self._by_wire_index.get(fragment.get("index"))  # type: ignore[arg-type]
+            if call is not None and call.started and len(raw_arguments) < call._length:
+                call.append(raw_arguments)
+                call.ended = False
+                out.append(ToolCallDelta(call.index, raw_arguments))
+                return
+        call_id = fragment.get("id") or None
+        name = function.get("name") or fragment.get("name") or None
+        arguments = raw_arguments if type(raw_arguments) is str else _arguments_text(raw_arguments)
+        call = self._route(fragment.get("index"), call_id, name, arguments)
 
         if call_id is not None and call.id is None:
             call.id = call_id
