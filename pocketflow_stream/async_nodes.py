@@ -18,6 +18,7 @@ from typing import Any, AsyncGenerator, Callable, Collection, Optional
 
 from . import engine
 from .async_driver import DEFAULT_BUFFER, FlowStream, Return, run
+from .errors import FlowError
 from .events import Chunk, Event
 from .nodes import Node
 
@@ -43,6 +44,13 @@ class AsyncNode(Node):
         super().__init_subclass__(**kwargs)
         if cls._kind is not engine.FLOW:  # a class that defines exec_stream_async streams
             cls._kind = engine.STREAM if hasattr(cls, "exec_stream_async") else engine.NODE
+        if hasattr(cls, "exec_stream"):  # the sync family's name: an async node never calls it
+            raise FlowError(
+                f"{cls.__qualname__} (an async node) defines exec_stream, which async nodes "
+                "never call, so it would stream nothing: name it exec_stream_async (an async "
+                "generator; `yield Return(result)` hands result to post_async), or make "
+                f"{cls.__qualname__} a StreamNode to stream from a sync generator"
+            )
 
     async def prep_async(self, shared: Any) -> Any:
         return None

@@ -9,9 +9,10 @@ The walking itself is the engine's (engine.py); a flow holds only the graph and 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import engine
+from .errors import FlowError
 from .nodes import BaseNode
 
 __all__ = ["Flow", "StreamFlow", "BatchFlow"]
@@ -50,6 +51,28 @@ class Flow(BaseNode):
 
     def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
         return exec_res
+
+    if not TYPE_CHECKING:  # at run time only: a type checker already knows they are missing
+
+        def __getattr__(self, name: str) -> Any:
+            if name in _ASYNC_RUNS:  # say what to use instead of a bare AttributeError
+                raise _NoAsyncRun(self, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+_ASYNC_RUNS = ("run_async", "run_stream_async")
+
+
+class _NoAsyncRun(FlowError, AttributeError):  # an AttributeError still: hasattr() says False
+    def __init__(self, flow: Flow, method: str) -> None:
+        kind = type(flow).__name__
+        super().__init__(
+            f"{flow.name or kind} is a {kind}, a sync flow: it has no {method}. Build it as "
+            "an AsyncStreamFlow (or AsyncFlow) to run it with `await flow.run_async(shared)` "
+            "or `flow.run_stream_async(shared)`; its sync nodes run inside as they are. To "
+            "stream this sync flow from async code as it is, use "
+            "`run_stream_in_thread(flow, shared)`."
+        )
 
 
 class StreamFlow(Flow):

@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import pickle
 
+import anyio
 import pytest
 
 from pocketflow_stream import (
+    AsyncBatchNode,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    AsyncStreamFlow,
+    AsyncStreamNode,
     BatchFlow,
     Chunk,
+    Flow,
+    FlowError,
+    Node,
     NodeFinished,
     NodeStarted,
+    Return,
     StreamFlow,
     StreamNode,
 )
@@ -74,3 +84,90 @@ def test_a_chunks_repr_shows_its_item_attempt_and_batch():
 
     retried = list(Flaky(max_retries=2).run_stream({}))[-1]
     assert "attempt=1" in repr(retried)
+
+
+# --- async names on the wrong family ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "base", [AsyncNode, AsyncStreamNode, AsyncBatchNode, AsyncParallelBatchNode]
+)
+def test_an_async_node_with_an_async_exec_stream_is_told_to_name_it_exec_stream_async(base):
+    with pytest.raises(FlowError) as caught:
+
+        class Writer(base):
+            async def exec_stream(self, prep_res):
+                yield "never streamed"
+
+    message = str(caught.value)
+    assert "Writer" in message and "exec_stream_async" in message
+
+
+def test_an_async_node_with_a_sync_generator_exec_stream_is_told_the_same():
+    with pytest.raises(FlowError, match="exec_stream_async") as caught:
+
+        class Writer(AsyncStreamNode):
+            def exec_stream(self, prep_res):
+                yield "never streamed"
+
+    assert "StreamNode" in str(caught.value)  # the other way out: a sync streaming node
+
+
+def test_an_async_node_with_exec_stream_async_still_streams():
+    class Writer(AsyncStreamNode):
+        async def exec_stream_async(self, prep_res):
+            yield "hello"
+            yield Return("done")
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["result"] = exec_res
+
+    async def main():
+        shared = {}
+        got = []
+        await AsyncStreamFlow(start=Writer()).run_async(shared, on_chunk=got.append)
+        return [chunk.data for chunk in got], shared["result"]
+
+    assert anyio.run(main) == (["hello"], "done")
+
+
+@pytest.mark.parametrize("kind", [Flow, StreamFlow, BatchFlow])
+@pytest.mark.parametrize("method", ["run_async", "run_stream_async"])
+def test_a_sync_flows_async_run_is_a_flow_error_naming_the_async_flow(kind, method):
+    flow = kind(start=Node(), name="Agent")
+    with pytest.raises(FlowError) as caught:
+        getattr(flow, method)({})
+    message = str(caught.value)
+    assert "Agent" in message and kind.__name__ in message and method in message
+    assert "AsyncStreamFlow" in message and "run_stream_in_thread" in message
+    assert isinstance(caught.value, AttributeError)  # hasattr and getattr(..., default) work
+    assert not hasattr(flow, method) and getattr(flow, method, None) is None
+
+
+def test_await_stream_flow_run_async_raises_before_anything_runs():
+    ran = []
+
+    class Step(Node):
+        def exec(self, prep_res):
+            ran.append("exec")
+
+    async def main():
+        await StreamFlow(start=Step()).run_async({})  # type: ignore[attr-defined]
+
+    with pytest.raises(FlowError, match="AsyncStreamFlow"):
+        anyio.run(main)
+    assert ran == []
+
+
+def test_an_async_flow_still_runs_async_and_other_missing_attributes_stay_plain():
+    class Step(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["ran"] = True
+            return "end"
+
+    shared = {}
+    assert anyio.run(AsyncStreamFlow(start=Step()).run_async, shared) == "end"
+    assert shared == {"ran": True}
+    with pytest.raises(AttributeError) as caught:
+        StreamFlow().no_such_thing  # type: ignore[attr-defined]  # noqa: B018
+    assert not isinstance(caught.value, FlowError) and "no_such_thing" in str(caught.value)
