@@ -171,3 +171,48 @@ def test_an_async_flow_still_runs_async_and_other_missing_attributes_stay_plain(
     with pytest.raises(AttributeError) as caught:
         StreamFlow().no_such_thing  # type: ignore[attr-defined]  # noqa: B018
     assert not isinstance(caught.value, FlowError) and "no_such_thing" in str(caught.value)
+
+
+# --- LLMNode without shared["messages"] -------------------------------------------------------
+
+
+def run_llm_node(shared, asynchronous=False):
+    from pocketflow_stream.llm import AsyncLLMNode, LLMNode, ScriptedModel
+
+    if asynchronous:
+        flow = AsyncStreamFlow(start=AsyncLLMNode(ScriptedModel(["hi"]), name="Writer"))
+        return anyio.run(flow.run_async, shared)
+    return StreamFlow(start=LLMNode(ScriptedModel(["hi"]), name="Writer"), name="Agent").run(shared)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+@pytest.mark.parametrize("shared", [{}, {"history": []}, None])
+def test_an_llm_node_without_shared_messages_says_which_key_node_and_what_to_do(
+    shared, asynchronous
+):
+    with pytest.raises(FlowError) as caught:
+        run_llm_node(shared, asynchronous)
+    message = str(caught.value)
+    assert 'shared["messages"]' in message and "Writer" in message
+    assert '{"messages": [{"role": "user"' in message  # how to provide it
+    assert ("prep_async(self, shared)" if asynchronous else "prep(self, shared)") in message
+    assert caught.value.node_path == ("Writer",)  # the engine's path mark, as for any error
+    assert isinstance(caught.value, KeyError)  # apps that caught the bare KeyError still do
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+@pytest.mark.parametrize("messages", [None, "Hello", {"role": "user", "content": "Hello"}])
+def test_an_llm_node_whose_shared_messages_is_no_list_says_so(messages, asynchronous):
+    with pytest.raises(FlowError) as caught:
+        run_llm_node({"messages": messages}, asynchronous)
+    message = str(caught.value)
+    assert f"is {type(messages).__name__}, not a list" in message and "Writer" in message
+
+
+def test_an_llm_node_with_messages_runs_as_before():
+    shared = {"messages": [{"role": "user", "content": "Hello"}]}
+    assert run_llm_node(shared) is None
+    assert shared["messages"][-1]["content"] == "hi"
+    shared = {"messages": ({"role": "user", "content": "Hello"},)}  # any sequence will do
+    with pytest.raises(AttributeError):  # the default post appends: a tuple cannot
+        run_llm_node(shared)

@@ -8,10 +8,11 @@ ScriptedModel) fits.
 
 from __future__ import annotations
 
-from typing import Any, AsyncGenerator, Dict, Generator, List, Optional, Union
+from typing import Any, AsyncGenerator, Dict, Generator, List, Mapping, Optional, Union
 
 from ..async_driver import Return
 from ..async_nodes import AsyncStreamNode
+from ..errors import FlowError
 from ..nodes import StreamNode
 from .accumulator import Accumulator, AssistantMessage
 from .deltas import Delta
@@ -65,7 +66,7 @@ class LLMNode(_CallsAModel, StreamNode):
     """
 
     def prep(self, shared: Any) -> Any:
-        return shared["messages"]
+        return _messages_in(shared, self, "prep")
 
     def exec_stream(self, messages: Any) -> Generator[Delta, None, AssistantMessage]:
         accumulator = Accumulator()
@@ -97,7 +98,7 @@ class AsyncLLMNode(_CallsAModel, AsyncStreamNode):
     """
 
     async def prep_async(self, shared: Any) -> Any:
-        return shared["messages"]
+        return _messages_in(shared, self, "prep_async")
 
     async def exec_stream_async(self, messages: Any) -> AsyncGenerator[Any, None]:
         accumulator = Accumulator()
@@ -117,6 +118,34 @@ class AsyncLLMNode(_CallsAModel, AsyncStreamNode):
     ) -> Optional[str]:
         shared["messages"].append(exec_res.to_openai())
         return "tool_calls" if exec_res.tool_calls else None
+
+
+class _NoMessages(FlowError, KeyError):  # a KeyError still, as before it had a message
+    __str__ = Exception.__str__  # the message as written, not KeyError's repr of it
+
+
+def _messages_in(shared: Any, node: Any, hook: str) -> Any:
+    """The default prep: `shared["messages"]`, or an error saying how to provide them."""
+    error: type[FlowError] = _NoMessages
+    try:
+        messages = shared["messages"]
+    except (KeyError, TypeError):  # TypeError: shared is no mapping at all
+        if isinstance(shared, Mapping):
+            found = 'shared has no "messages" key'
+        else:
+            found = f"shared is {type(shared).__name__}, not a dict"
+    else:
+        if messages is not None and not isinstance(messages, (str, bytes, Mapping)):
+            return messages
+        found, error = f'shared["messages"] is {type(messages).__name__}, not a list', FlowError
+    kind = type(node).__name__
+    name = node.name or kind
+    raise error(
+        f"{name if name == kind else f'{name} ({kind})'} reads the conversation from "
+        f'shared["messages"], but {found}. Put the messages there (OpenAI chat format) before '
+        'the run, e.g. shared = {"messages": [{"role": "user", "content": "Hello"}]}, or '
+        f"override {hook}(self, shared) in a subclass of {kind} to return them from elsewhere."
+    ) from None
 
 
 def _model_of(node: Any) -> Any:
