@@ -18,9 +18,11 @@ LAYER = {
     "async_nodes": 6,
     "async_flows": 7,
     "bridges": 8,
+    "persist": 8.5,  # checkpoints and stores: above the drivers, below llm
     "llm": 9,
     "ui": 10,
     "demo": 11,
+    "__main__": 12,
 }
 
 

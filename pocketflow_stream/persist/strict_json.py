@@ -1,0 +1,316 @@
+"""Strict JSON for checkpoints: what goes into a store comes back exactly as it went in.
+
+`json.dumps` silently changes some values (a tuple comes back a list, `{1: "a"}` comes back
+`{"1": "a"}`, NaN is written though JSON has none, a `str` subclass comes back a plain `str`)
+and refuses others only when it meets them. A run resumed from such a checkpoint would go on
+from a different state. So before each commit `encode` walks the value and refuses anything
+that would not come back equal and of the same type, naming the key path and the node that
+wrote it; other types go through codecs the app registers by tag (never pickle, never a class
+path read from data). `decode` refuses an unknown tag instead of guessing.
+
+Rules it keeps: exact types only (`type(v) is dict`, not isinstance) for dict, list, str,
+int, float, bool and None; dict keys are str; floats are finite; a dict whose only keys are
+`$codec` and `value` is a codec's envelope, so an app dict with a `$codec` key is refused.
+This module knows nothing of nodes, flows or stores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+
+from ..errors import FlowError
+
+__all__ = [
+    "CheckpointError",
+    "NotJSONError",
+    "UnknownCodecError",
+    "CheckpointTooLarge",
+    "Codecs",
+    "encode",
+    "decode",
+    "dumps",
+    "loads",
+    "DEFAULT_MAX_BYTES",
+]
+
+TAG = "$codec"
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # a checkpoint is rewritten after every node: keep it lean
+
+
+class CheckpointError(FlowError):
+    """A run's state could not be saved to, or read back from, a store."""
+
+
+class NotJSONError(CheckpointError, TypeError):
+    """A value in `shared` (or a position) that JSON would silently change or cannot hold.
+
+    `.path` is the key path (e.g. `shared['items'][2]`), `.writer` the node that wrote it (the
+    last node whose post ran), when known."""
+
+    def __init__(self, message: str, path: str, writer: Optional[str]) -> None:
+        super().__init__(message)
+        self.path = path
+        self.writer = writer
+
+
+class UnknownCodecError(CheckpointError, ValueError):
+    """A checkpoint holds a value tagged with a codec this process did not register."""
+
+
+class CheckpointTooLarge(CheckpointError, ValueError):
+    """The encoded checkpoint is larger than the configured `max_bytes`; `.biggest` lists the
+    largest top-level keys of `shared` with their encoded sizes in bytes."""
+
+    def __init__(self, message: str, size: int, biggest: List[Tuple[str, int]]) -> None:
+        super().__init__(message)
+        self.size = size
+        self.biggest = biggest
+
+
+# What JSON would do to each refused builtin kind, for the error message.
+_CHANGES: Dict[type, str] = {
+    tuple: "JSON would turn it into a list",
+    set: "JSON cannot hold a set",
+    frozenset: "JSON cannot hold a frozenset",
+    bytes: "JSON cannot hold bytes",
+    bytearray: "JSON cannot hold bytes",
+    complex: "JSON cannot hold a complex number",
+}
+
+
+class Codecs:
+    """Codecs the app registers by tag, for types JSON cannot hold exactly.
+
+        codecs = Codecs()
+        codecs.register("datetime", datetime, datetime.isoformat, datetime.fromisoformat)
+
+    `encode(obj)` must return a JSON-ready value (which may itself hold registered types);
+    `decode(value)` rebuilds the object. A codec matches the exact type, not subclasses. The
+    tag, not a class path, is what the checkpoint stores: loading never imports anything."""
+
+    def __init__(self) -> None:
+        self._by_type: Dict[type, Tuple[str, Callable[[Any], Any]]] = {}
+        self._by_tag: Dict[str, Callable[[Any], Any]] = {}
+
+    def register(
+        self,
+        tag: str,
+        cls: Type[Any],
+        encode: Callable[[Any], Any],
+        decode: Callable[[Any], Any],
+    ) -> Codecs:
+        """Register a codec; returns self, so registrations chain. Raises ValueError for a
+        tag or type registered twice, or a type JSON holds natively."""
+        if not isinstance(tag, str) or not tag:
+            raise ValueError(f"a codec tag must be a non-empty str, not {tag!r}")
+        if tag in self._by_tag:
+            raise ValueError(f"codec tag {tag!r} is registered already")
+        if cls in self._by_type:
+            raise ValueError(f"a codec for {cls.__qualname__} is registered already")
+        if cls in _NATIVE:
+            raise ValueError(f"{cls.__qualname__} is held by JSON itself: it needs no codec")
+        self._by_type[cls] = (tag, encode)
+        self._by_tag[tag] = decode
+        return self
+
+    @property
+    def tags(self) -> List[str]:
+        return sorted(self._by_tag)
+
+
+_NATIVE = (dict, list, str, int, float, bool, type(None))
+_NO_CODECS = Codecs()
+
+
+def encode(
+    value: Any,
+    codecs: Optional[Codecs] = None,
+    *,
+    root: str = "shared",
+    writer: Optional[str] = None,
+) -> Any:
+    """`value` as a JSON-ready value that `decode` turns back into an equal value of the same
+    types: registered types replaced by their codec's envelope, everything else checked.
+    The value itself is returned (no copy) when it holds no registered type.
+
+    Raises NotJSONError naming the key path (from `root`), what was wrong, the node that wrote
+    it (`writer`) and what to do."""
+    return _Walk(codecs or _NO_CODECS, root, writer).value(value, ())
+
+
+class _Walk:
+    __slots__ = ("codecs", "root", "writer", "active")
+
+    def __init__(self, codecs: Codecs, root: str, writer: Optional[str]) -> None:
+        self.codecs = codecs
+        self.root = root
+        self.writer = writer
+        self.active: set = set()  # ids of the containers being walked: a cycle is refused
+
+    def value(self, value: Any, path: Tuple[Any, ...]) -> Any:
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            return value
+        if kind is float:
+            if math.isfinite(value):
+                return value
+            return self.refuse(path, f"is {value!r}, which JSON cannot hold")
+        if kind is dict:
+            return self.mapping(value, path)
+        if kind is list:
+            return self.sequence(value, path)
+        codec = self.codecs._by_type.get(kind)
+        if codec is not None:
+            tag, encode_value = codec
+            try:
+                encoded = encode_value(value)
+            except Exception as exc:
+                return self.refuse(path, f"could not be encoded by codec {tag!r}: {exc!r}")
+            return {TAG: tag, "value": self.value(encoded, path + (f"<{tag}>",))}
+        return self.refuse(path, _what_is_wrong(value))
+
+    def mapping(self, value: Dict[Any, Any], path: Tuple[Any, ...]) -> Any:
+        self.enter(value, path)
+        out: Optional[Dict[str, Any]] = None
+        for key, item in value.items():
+            if type(key) is not str:
+                self.refuse(
+                    path + (key,),
+                    f"has the key {key!r} ({type(key).__name__}); JSON would turn it into the "
+                    f"str {json.dumps(key) if _plain_key(key) else repr(str(key))}",
+                    "Use str keys",
+                )
+            if key == TAG:
+                self.refuse(path + (key,), f"uses the key {TAG!r}, reserved for codecs")
+            encoded = self.value(item, path + (key,))
+            if encoded is not item and out is None:
+                out = dict(value)
+            if out is not None:
+                out[key] = encoded
+        self.active.discard(id(value))
+        return value if out is None else out
+
+    def sequence(self, value: List[Any], path: Tuple[Any, ...]) -> Any:
+        self.enter(value, path)
+        out: Optional[List[Any]] = None
+        for index, item in enumerate(value):
+            encoded = self.value(item, path + (index,))
+            if encoded is not item and out is None:
+                out = list(value)
+            if out is not None:
+                out[index] = encoded
+        self.active.discard(id(value))
+        return value if out is None else out
+
+    def enter(self, container: Any, path: Tuple[Any, ...]) -> None:
+        if id(container) in self.active:
+            self.refuse(path, "contains itself (a cycle), which JSON cannot hold")
+        self.active.add(id(container))
+
+    def refuse(self, path: Tuple[Any, ...], problem: str, advice: Optional[str] = None) -> Any:
+        where = self.root + "".join(f"[{step!r}]" for step in path)
+        by = f" (written by node {self.writer})" if self.writer else ""
+        if advice is None:
+            advice = (
+                "Store plain JSON values (dict with str keys, list, str, int, finite float, "
+                "bool, None), or register a codec for the type with "
+                "pocketflow_stream.persist.Codecs().register(tag, type, encode, decode)"
+            )
+        raise NotJSONError(
+            f"cannot checkpoint {where}{by}: it {problem}. {advice}.", where, self.writer
+        )
+
+
+def _plain_key(key: Any) -> bool:
+    return type(key) in (int, float, bool) or key is None
+
+
+def _what_is_wrong(value: Any) -> str:
+    kind = type(value)
+    if kind in _CHANGES:
+        return f"is a {kind.__name__}; {_CHANGES[kind]}"
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    for builtin in (dict, list, str, int, float, *_CHANGES):
+        if isinstance(value, builtin):
+            change = _CHANGES.get(
+                builtin, f"JSON would bring it back as a plain {builtin.__name__}"
+            )
+            return f"is a {name}, a subclass of {builtin.__name__}; {change}"
+    return f"is a {name}, which JSON cannot hold"
+
+
+def decode(value: Any, codecs: Optional[Codecs] = None) -> Any:
+    """The inverse of `encode`: codec envelopes replaced by their decoded objects (inner ones
+    first). Raises UnknownCodecError for a tag that is not registered."""
+    codecs = codecs or _NO_CODECS
+    kind = type(value)
+    if kind is dict:
+        if TAG in value:
+            return _decode_envelope(value, codecs)
+        out = None
+        for key, item in value.items():
+            decoded = decode(item, codecs)
+            if decoded is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = decoded
+        return value if out is None else out
+    if kind is list:
+        out_list = None
+        for index, item in enumerate(value):
+            decoded = decode(item, codecs)
+            if decoded is not item:
+                if out_list is None:
+                    out_list = list(value)
+                out_list[index] = decoded
+        return value if out_list is None else out_list
+    return value
+
+
+def _decode_envelope(envelope: Dict[str, Any], codecs: Codecs) -> Any:
+    tag = envelope[TAG]
+    decoder = codecs._by_tag.get(tag)
+    if decoder is None:
+        known = ", ".join(repr(t) for t in codecs.tags) or "none"
+        raise UnknownCodecError(
+            f"the checkpoint holds a value encoded by codec {tag!r}, which is not registered "
+            f"in this process (registered: {known}). Register it with "
+            f"Codecs().register({tag!r}, type, encode, decode) before loading the run."
+        )
+    return decoder(decode(envelope.get("value"), codecs))
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text of a JSON-ready value (NaN refused, non-ASCII escaped)."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def check_size(text: str, shared: Any, max_bytes: Optional[int], writer: Optional[str]) -> None:
+    """Raise CheckpointTooLarge when `text` (the encoded checkpoint) exceeds `max_bytes`,
+    naming the five largest top-level keys of `shared` (JSON-ready)."""
+    if max_bytes is None or len(text) <= max_bytes:
+        return
+    size = len(text.encode("utf-8"))
+    if size <= max_bytes:
+        return
+    biggest: List[Tuple[str, int]] = []
+    if type(shared) is dict:
+        biggest = sorted(
+            ((key, len(dumps(item))) for key, item in shared.items()),
+            key=lambda pair: -pair[1],
+        )[:5]
+    listed = ", ".join(f"shared[{key!r}] {n:,} bytes" for key, n in biggest) or "none"
+    by = f" after node {writer}" if writer else ""
+    raise CheckpointTooLarge(
+        f"the checkpoint{by} is {size:,} bytes, over the limit of {max_bytes:,} "
+        f"(max_bytes=); the largest keys: {listed}. Keep large data (files, token streams, "
+        f"histories) outside `shared` and store a reference, or raise max_bytes.",
+        size,
+        biggest,
+    )
