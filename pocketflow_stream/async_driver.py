@@ -33,7 +33,7 @@ from .engine import Await, InThread, Parallel, Request, Sleep, Stream, walk
 from .errors import FlowError, add_note, attach_node_path, describe_path
 from .events import Chunk, StreamItem
 
-__all__ = ["Return", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
+__all__ = ["Return", "RunEnd", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
 
 #: How many chunks of a parallel section may wait for a slow consumer before producers wait.
 DEFAULT_BUFFER = 64
@@ -65,46 +65,43 @@ class Return:
         return f"Return({self.value!r})"
 
 
-class _Outcome:
-    """Where a drive leaves the walk's final action."""
+class RunEnd:
+    """How a driven run ended: `action` is the walk's return value once `finished`."""
 
     __slots__ = ("action", "finished")
 
     def __init__(self) -> None:
-        self.action: Optional[str] = None
+        self.action: Any = None
         self.finished = False
+
+    def end(self, action: Any) -> None:
+        self.action = action
+        self.finished = True
 
 
 async def _pull(
     steps: Generator[Any, None, Any],
     group: Optional[TaskGroup],
-    outcome: Any,
+    ending: RunEnd,
     buffer: int,
 ) -> AsyncGenerator[StreamItem, None]:
-    """Drive the walk `steps`: yield its chunks and events, carry out its requests. The walk's
-    return value goes to `outcome.action`. `group` hosts parallel sections (None: refuse them)."""
+    """Drive the walk `steps`: yield its chunks and events, carry out its requests (each
+    kind by its handler below). The walk's return value goes to `ending`. `group` hosts
+    parallel sections (None: refuse them)."""
     step = steps.__next__
     try:
         while True:
             try:
                 item = step()
             except StopIteration as stop:
-                outcome.action = stop.value
-                outcome.finished = True
+                ending.end(stop.value)
                 return
             if type(item) is Chunk or not isinstance(item, Request):  # a chunk or an event
                 yield item
-            elif isinstance(item, Stream):
+            elif type(item) is Stream and hasattr(item.source, "__anext__"):
+                # an async node's stream, the per-chunk path: written out here, where a
+                # handler of its own would cost an async generator per chunk
                 source = item.source
-                if not hasattr(source, "__anext__"):  # a blocking node's sync generator
-                    values = iterate_in_thread(source, item)
-                    try:
-                        async for value in values:
-                            if item.emit:
-                                yield Chunk((item.origin, value))
-                    finally:
-                        await values.aclose()
-                    continue
                 origin = item.origin
                 emit = item.emit
                 next_value = source.__anext__
@@ -124,48 +121,84 @@ async def _pull(
                             yield Chunk((origin, value))
                 finally:  # however the iteration ended, the node's generator is closed
                     await source.aclose()
-            elif isinstance(item, Await):
+            elif isinstance(item, (Stream, Parallel)):  # a thread's stream, a parallel section
+                values = (
+                    _stream_in_thread(item)
+                    if isinstance(item, Stream)
+                    else _run_section(item, group, buffer)
+                )
                 try:
-                    item.result = await item.awaitable
-                except Exception as exc:
-                    item.error = exc
-            elif isinstance(item, InThread):
-                try:
-                    item.result = await anyio.to_thread.run_sync(item.function, *item.args)
-                except Exception as exc:
-                    item.error = exc
-            elif isinstance(item, Sleep):
-                await anyio.sleep(item.seconds)
-            elif isinstance(item, Parallel):
-                if group is None:
-                    raise _needs_a_task_group(item)
-                section = _Section(item, buffer)
-                send, receive = anyio.create_memory_object_stream(buffer)  # type: ignore[var-annotated]
-                group.start_soon(section.run, send)
-                take = receive.receive_nowait
-                try:
-                    while True:  # take what is buffered without a trip round the event loop
-                        try:
-                            value = take()
-                        except anyio.WouldBlock:
-                            try:
-                                value = await receive.receive()
-                            except anyio.EndOfStream:
-                                break
-                        except anyio.EndOfStream:
-                            break
+                    async for value in values:
                         yield value
-                finally:  # a stop while the section runs: cancel it and wait for its tasks
-                    section.scope.cancel()
-                    with anyio.CancelScope(shield=True):
-                        await section.finished.wait()
-                    receive.close()
-                item.result = section.results
-                item.error = section.error
-            else:  # pragma: no cover - the engine's requests are a closed set
-                raise TypeError(f"unknown request from the engine: {item!r}")
+                finally:
+                    await values.aclose()
+            else:
+                await _carry_out(item)
     finally:
         steps.close()
+
+
+async def _carry_out(request: Request) -> None:
+    """A request that yields nothing: its outcome goes to `request.result` / `request.error`."""
+    try:
+        if isinstance(request, Await):
+            request.result = await request.awaitable
+        elif isinstance(request, InThread):
+            request.result = await anyio.to_thread.run_sync(request.function, *request.args)
+        elif isinstance(request, Sleep):
+            await anyio.sleep(request.seconds)
+        else:  # pragma: no cover - the engine's requests are a closed set
+            raise TypeError(f"unknown request from the engine: {request!r}")
+    except Exception as exc:  # the app's hook failed: the walk decides
+        request.error = exc
+
+
+async def _stream_in_thread(request: Stream) -> AsyncGenerator[StreamItem, None]:
+    """A blocking node's sync generator, each step in a worker thread: its chunks, and its
+    return value (or exception) in the request."""
+    ending = RunEnd()
+    values = iterate_in_thread(request.source, ending)
+    try:
+        async for value in values:
+            if request.emit:
+                yield Chunk((request.origin, value))
+    except Exception as exc:
+        request.error = exc
+    finally:
+        await values.aclose()
+    request.result = ending.action
+
+
+async def _run_section(
+    request: Parallel, group: Optional[TaskGroup], buffer: int
+) -> AsyncGenerator[StreamItem, None]:
+    """A parallel section: its branches run in `group`'s tasks; what they yield comes through
+    a bounded memory stream; its results (or first error) go to the request."""
+    if group is None:
+        raise _needs_a_task_group(request)
+    section = _Section(request, buffer)
+    send, receive = anyio.create_memory_object_stream(buffer)  # type: ignore[var-annotated]
+    group.start_soon(section.run, send)
+    take = receive.receive_nowait
+    try:
+        while True:  # take what is buffered without a trip round the event loop
+            try:
+                value = take()
+            except anyio.WouldBlock:
+                try:
+                    value = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+            except anyio.EndOfStream:
+                break
+            yield value
+    finally:  # a stop while the section runs: cancel it and wait for its tasks
+        section.scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await section.finished.wait()
+        receive.close()
+    request.result = section.results
+    request.error = section.error
 
 
 class _Section:
@@ -224,10 +257,10 @@ async def _drive(
     """Drive a walk to its end in this task, calling `emit(item)` for each item (and awaiting
     what it returns, if awaitable); returns the walk's return value. Owns the task group for
     any parallel section inside."""
-    outcome = _Outcome()
+    ending = RunEnd()
     error: Optional[BaseException] = None
     async with anyio.create_task_group() as group:
-        items = _pull(steps, group, outcome, buffer)
+        items = _pull(steps, group, ending, buffer)
         try:
             async for item in items:
                 result = emit(item)
@@ -239,7 +272,7 @@ async def _drive(
             await items.aclose()
     if error is not None:
         raise error
-    return outcome.action
+    return ending.action
 
 
 async def run(
@@ -308,8 +341,7 @@ class FlowStream:
         self._buffer = buffer
         self._group: Optional[TaskGroup] = None
         self._items: Optional[AsyncGenerator[StreamItem, None]] = None
-        self.action: Optional[str] = None
-        self.finished = False
+        self._ending = RunEnd()
 
     async def __aenter__(self) -> FlowStream:
         if self._items is not None or self._group is not None:
@@ -338,9 +370,19 @@ class FlowStream:
             # block (if any) goes on as it was, not wrapped in an ExceptionGroup.
             await group.__aexit__(None, None, None)
 
+    @property
+    def action(self) -> Optional[str]:
+        """The final action once the stream is exhausted, else None."""
+        return self._ending.action  # type: ignore[no-any-return]
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run went to its end (the stream was exhausted)."""
+        return self._ending.finished
+
     def __aiter__(self) -> AsyncGenerator[StreamItem, None]:
         if self._items is None:
-            self._items = _pull(self._steps, self._group, self, self._buffer)
+            self._items = _pull(self._steps, self._group, self._ending, self._buffer)
         return self._items
 
     async def __anext__(self) -> StreamItem:
@@ -355,28 +397,18 @@ class FlowStream:
 
 
 async def iterate_in_thread(
-    generator: Generator[Any, None, Any], outcome: Optional[Any] = None
+    generator: Generator[Any, None, Any], ending: Optional[RunEnd] = None
 ) -> AsyncGenerator[Any, None]:
     """Yield what a sync generator yields, each step taken in a worker thread, so a blocking
-    generator never blocks the event loop. Its return value goes to `outcome.result` (or
-    `outcome.action`); its exception to `outcome.error` when `outcome` is a Request (else it
-    is raised). Closing this closes the generator, in a thread as well."""
+    generator never blocks the event loop. Its return value goes to `ending`; its exception is
+    raised. Closing this closes the generator, in a thread as well."""
     try:
         while True:
-            try:
-                done, value = await anyio.to_thread.run_sync(_step, generator)
-            except Exception as exc:
-                if isinstance(outcome, Request):
-                    outcome.error = exc
-                    return
-                raise
+            done, value = await anyio.to_thread.run_sync(_step, generator)
             await anyio.lowlevel.checkpoint_if_cancelled()  # a stop during the step: no yield
             if done:
-                if isinstance(outcome, Request):
-                    outcome.result = value
-                elif outcome is not None:
-                    outcome.action = value
-                    outcome.finished = True
+                if ending is not None:
+                    ending.end(value)
                 return
             yield value
     finally:

@@ -17,7 +17,7 @@ from typing import Any, AsyncGenerator, Collection, Generator, Optional, Type
 
 from anyio.from_thread import start_blocking_portal
 
-from .async_driver import DEFAULT_BUFFER, iterate_in_thread
+from .async_driver import DEFAULT_BUFFER, RunEnd, iterate_in_thread
 from .events import StreamItem
 
 __all__ = ["run_stream_sync", "run_stream_in_thread", "SyncFlowStream"]
@@ -87,9 +87,18 @@ class SyncFlowStream:
     is the final action once the stream is exhausted (`finished` says so)."""
 
     def __init__(self, steps: Generator[StreamItem, None, Optional[str]]) -> None:
-        self.action: Optional[str] = None
-        self.finished = False
-        self._items = iterate_in_thread(steps, self)
+        self._ending = RunEnd()
+        self._items = iterate_in_thread(steps, self._ending)
+
+    @property
+    def action(self) -> Optional[str]:
+        """The final action once the stream is exhausted, else None."""
+        return self._ending.action  # type: ignore[no-any-return]
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run went to its end (the stream was exhausted)."""
+        return self._ending.finished
 
     async def __aenter__(self) -> SyncFlowStream:
         return self

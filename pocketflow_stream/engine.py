@@ -123,7 +123,7 @@ class FlowFrame:
 
 
 class _Options:
-    __slots__ = ("chunks", "events", "nodes", "max_steps", "driver")
+    __slots__ = ("chunks", "events", "nodes", "max_steps", "driver", "started")
 
     def __init__(
         self, chunks: bool, events: bool, nodes: Any, max_steps: Optional[int], driver: bool
@@ -135,6 +135,7 @@ class _Options:
             nodes = (nodes,)
         self.nodes = None if nodes is None else frozenset(nodes)
         self.max_steps = max_steps
+        self.started: Optional[float] = None  # a node run on its own: when it started
 
 
 def walk(
@@ -158,96 +159,49 @@ def walk(
 
 
 def _walk(root: Any, shared: Any, options: _Options, stack: List[Any]) -> Generator[Any, None, Any]:
-    """The walk itself. `stack` is empty for a run of `root`, or holds the one frame of a
-    parallel branch, whose walk returns its item's result (or its graph's last action)."""
+    """The walk itself: the one loop, one pass per step of the frame on top of `stack`.
+
+    `stack` is empty for a run of `root`, or holds the one frame of a parallel branch, whose
+    walk returns its item's result (or its graph's last action). Each frame kind's step is a
+    function below; only the per-chunk path is written out here, where it costs nothing.
+    """
+    if not stack:
+        stack.append((yield from _enter_root(root, shared, options)))
     events = options.events
-    started = _perf_counter() if events else 0.0
-    if stack:
-        pass  # a parallel branch: its frame is ready
-    elif root._kind is FLOW:
-        stack.append((yield from _enter_flow(root, shared, None, options)))
-    else:
-        origin = Origin(node_name(root))
-        if events:
-            yield NodeStarted(origin.name, origin.path, origin.batch)
-        selected = _is_selected(origin, options)
-        stack.append((yield from _enter_node(root, shared, origin, selected, options)))
 
     while True:
         frame = stack[-1]
 
         if type(frame) is NodeFrame:  # a node between prep and post, one attempt per pass
-            node = frame.node
             if frame.index < frame.count:
                 if frame.parallel:  # every item at once, each a branch of its own
-                    request = _parallel_items(frame, shared, options)
-                    yield request
-                    frame.results = request.outcome()
-                    frame.index = frame.count
+                    yield from _run_items_in_parallel(frame, shared, options)
                     continue
-                error = None
-                if frame.driven:  # the async driver makes the attempt
-                    frame.result, error = yield from _attempt_driven(frame)
-                else:
-                    made = _attempt(frame)
-                    if made is _FAILED:
-                        error = frame.error
-                    elif made is not _DONE:  # a generator to stream
-                        outcome: List[Any] = [None, None]  # [return value, exception]
-                        try:
-                            if not frame.emit:
-                                drain(_capture(made, outcome))
-                            elif _RETURN_PASSES_MAP and type(made) is GeneratorType:
-                                # the fast path: no Python frame of ours between the node's
-                                # generator and the walk; its return value reaches `yield from`
-                                tagged = zip(_repeat(frame.attempt_origin()), made)
-                                try:
-                                    outcome[0] = yield from _tag(Chunk, tagged)
-                                except Exception as exc:
-                                    if made.gi_frame is not None:  # still suspended: the consumer
-                                        raise  # threw it in, so the run stops here
-                                    outcome[1] = exc
-                            else:
-                                tagged = zip(
-                                    _repeat(frame.attempt_origin()), _capture(made, outcome)
-                                )
-                                yield from _tag(Chunk, tagged)
-                        finally:  # a stop (close(), throw(), dropping the stream) closes it too
-                            made.close()
-                        frame.result, error = outcome
-                if error is not None:
-                    last = frame.attempt + 1 >= node.max_retries
-                    if frame.failed is not None or (last and not hasattr(node, "exec_fallback")):
-                        attach_node_path(error, frame.origin.path)
-                        raise error
-                    if events:  # the failed attempt's chunks are to be dropped
-                        origin = frame.attempt_origin()
-                        yield Retry(
-                            origin.name,
-                            origin.path,
-                            origin.item,
-                            frame.attempt,
-                            _describe(error),
-                            origin.batch,
-                        )
-                    if last:  # the next pass runs exec_fallback, as attempt max_retries
-                        frame.failed = error
-                    elif node.wait > 0:
-                        if options.driver:  # the event loop goes on serving other runs
-                            yield Sleep(node.wait)
+                made = yield from _start_attempt(frame, options)
+                if made is not None:  # a generator to stream: the per-chunk path
+                    try:
+                        if not frame.emit:
+                            drain(_capture(made, frame))
+                        elif _RETURN_PASSES_MAP and type(made) is GeneratorType:
+                            # the fast path: no Python frame of ours between the node's
+                            # generator and the walk; its return value reaches `yield from`
+                            tagged = zip(_repeat(frame.attempt_origin()), made)
+                            try:
+                                frame.result = yield from _tag(Chunk, tagged)
+                            except Exception as exc:
+                                if made.gi_frame is not None:  # still suspended: the consumer
+                                    raise  # threw it in, so the run stops here
+                                frame.error = exc
                         else:
-                            time.sleep(node.wait)
-                    frame.attempt += 1
-                    continue
-                frame.record()
+                            tagged = zip(_repeat(frame.attempt_origin()), _capture(made, frame))
+                            yield from _tag(Chunk, tagged)
+                    finally:  # a stop (close(), throw(), dropping the stream) closes it too
+                        made.close()
+                yield from _settle_attempt(frame, options)
                 continue
             if frame.branch:  # one item of a parallel batch: its result is all it gives
                 return frame.result
-            action = yield from _post(frame, shared)
-            if events:
-                origin = frame.origin
-                duration = _perf_counter() - frame.started
-                yield NodeFinished(origin.name, origin.path, action, duration, origin.batch)
+            action = yield from _finish_node(frame, shared, options)
 
         else:  # a FlowFrame
             node = frame.node
@@ -256,53 +210,23 @@ def _walk(root: Any, shared: Any, options: _Options, stack: List[Any]) -> Genera
                 if frame.max_steps is not None:
                     _count_step(frame, node)
                 node.set_params(frame.params)
-                kind = node._kind
                 if (
-                    kind is NODE
+                    node._kind is NODE
                     and not events
                     and node.max_retries <= 1
                     and not node._async
                     and not node.in_thread
                 ):
-                    # the hot path: a node with nothing to yield runs right here, no frame
-                    try:
-                        action = _run_plain(node, shared)
-                    except Exception as exc:
-                        attach_node_path(exc, _child_path(frame, node))
-                        raise
-                    if action is not None and not isinstance(action, str):
-                        raise _bad_action(action, _child_path(frame, node))
-                    frame.action = action
-                    frame.node = _successor(frame, node, action)
-                    continue
-                origin = Origin(node_name(node), frame.origin, frame.batch)
-                if events:
-                    yield NodeStarted(origin.name, origin.path, origin.batch)
-                if kind is FLOW:
-                    stack.append((yield from _enter_flow(node, shared, frame, options, origin)))
+                    _run_plain(frame, node, shared)  # the hot path: no frame, nothing to yield
                 else:
-                    selected = frame.selected or _is_selected(origin, options)
-                    stack.append((yield from _enter_node(node, shared, origin, selected, options)))
+                    stack.append((yield from _enter_child(frame, node, shared, options)))
                 continue
             if frame.branch:  # one param set of a parallel batch flow: its graph has ended
                 return frame.action
             if frame.batches is not None and frame.batch_index + 1 < len(frame.batches):
-                if frame.flow._parallel:  # every param set at once, each a branch of its own
-                    request = _parallel_batches(frame, shared, options)
-                    yield request
-                    request.outcome()
-                    frame.batch_index = len(frame.batches) - 1
-                else:
-                    _start_next_batch(frame)
+                yield from _next_batch(frame, shared, options)
                 continue
-            action = yield from _leave_flow(frame, shared)
-            if events:
-                origin = frame.origin
-                if origin is None:
-                    yield FlowFinished(node_name(root), (), action, _perf_counter() - started)
-                else:
-                    duration = _perf_counter() - frame.started
-                    yield NodeFinished(origin.name, origin.path, action, duration, origin.batch)
+            action = yield from _leave_flow(frame, shared, options)
 
         stack.pop()  # the frame's node or flow finished with `action`
         if not stack:
@@ -338,6 +262,34 @@ def node_name(node: Any) -> str:
     return node.name or type(node).__name__
 
 
+# --- entering: the root, a flow's next node ----------------------------------------------
+
+
+def _enter_root(root: Any, shared: Any, options: _Options) -> Generator[Any, None, Any]:
+    """The first frame: the flow being run, or a stand-alone node (which ends its stream with
+    FlowFinished like a flow, when events are on)."""
+    if root._kind is FLOW:
+        return (yield from _enter_flow(root, shared, None, options))
+    origin = Origin(node_name(root))
+    if options.events:
+        options.started = _perf_counter()
+        yield NodeStarted(origin.name, origin.path, origin.batch)
+    return (yield from _enter_node(root, shared, origin, _is_selected(origin, options), options))
+
+
+def _enter_child(
+    frame: FlowFrame, node: Any, shared: Any, options: _Options
+) -> Generator[Any, None, Any]:
+    """The frame for the flow's current node (a node or a sub-flow), after its prep."""
+    origin = Origin(node_name(node), frame.origin, frame.batch)
+    if options.events:
+        yield NodeStarted(origin.name, origin.path, origin.batch)
+    if node._kind is FLOW:
+        return (yield from _enter_flow(node, shared, frame, options, origin))
+    selected = frame.selected or _is_selected(origin, options)
+    return (yield from _enter_node(node, shared, origin, selected, options))
+
+
 # --- flows -------------------------------------------------------------------------------
 
 
@@ -369,10 +321,7 @@ def _enter_flow(
                 f"{_flow_label(frame)} has no start node: "
                 "give it one with Flow(start=node) or flow.start(node)."
             )
-        if frame.driven:
-            prep_res = yield from _driven_call(flow, "prep", (shared,), frame.origin)
-        else:
-            prep_res = flow.prep(shared)
+        prep_res = yield from _call(flow, "prep", (shared,), frame.driven, frame.origin)
         if flow._batch:  # the walk starts the first batch when it sees frame.node is None
             prep_res = prep_res or []  # what a BatchFlow's post gets, as in PocketFlow
             frame.batches = _batch_params(prep_res)
@@ -381,7 +330,7 @@ def _enter_flow(
             frame.node = _copy(flow.start_node)
         frame.prep_res = prep_res
     except Exception as exc:
-        attach_node_path(exc, _own_path(frame))
+        _mark(exc, _own_path(frame))
         raise
     return frame
 
@@ -395,6 +344,18 @@ def _batch_params(prep_res: Any) -> List[Mapping[str, Any]]:
                 f"{params!r} ({type(params).__name__}). Return e.g. [{{'file': 'a.txt'}}, ...]."
             )
     return batches
+
+
+def _next_batch(frame: FlowFrame, shared: Any, options: _Options) -> Generator[Any, None, None]:
+    """A batch flow's graph has ended: start its next param set, or (parallel) all the rest at
+    once, each a branch of its own."""
+    if not frame.flow._parallel:
+        _start_next_batch(frame)
+        return
+    request = _parallel_batches(frame, shared, options)
+    yield request
+    request.outcome()
+    frame.batch_index = len(frame.batches) - 1  # type: ignore[arg-type]
 
 
 def _parallel_batches(frame: FlowFrame, shared: Any, options: _Options) -> Parallel:
@@ -434,19 +395,26 @@ def _start_next_batch(frame: FlowFrame) -> None:
     frame.steps = 0  # max_steps guards one run of the graph, not the whole batch
 
 
-def _leave_flow(frame: FlowFrame, shared: Any) -> Generator[Any, None, Optional[str]]:
+def _leave_flow(frame: FlowFrame, shared: Any, options: _Options) -> Generator[Any, None, Any]:
+    """The flow's graph has ended: its post, then NodeFinished (FlowFinished for the flow being
+    run). Returns the flow's action."""
     exec_res = None if frame.batches is not None else frame.action
+    path = _own_path(frame)
     try:
-        if frame.driven:
-            args = (shared, frame.prep_res, exec_res)
-            action = yield from _driven_call(frame.flow, "post", args, frame.origin)
-        else:
-            action = frame.flow.post(shared, frame.prep_res, exec_res)
-        if action is not None and not isinstance(action, str):
-            raise _bad_action(action, _own_path(frame))
+        args = (shared, frame.prep_res, exec_res)
+        action = _checked(
+            (yield from _call(frame.flow, "post", args, frame.driven, frame.origin)), path
+        )
     except Exception as exc:
-        attach_node_path(exc, _own_path(frame))
+        _mark(exc, path)
         raise
+    if options.events:
+        origin = frame.origin
+        if origin is None:
+            yield FlowFinished(path[0], (), action, _perf_counter() - frame.started)
+        else:
+            duration = _perf_counter() - frame.started
+            yield NodeFinished(origin.name, origin.path, action, duration, origin.batch)
     return action
 
 
@@ -477,7 +445,7 @@ def _count_step(frame: FlowFrame, node: Any) -> None:
             f"it is still looping through {' -> '.join(recent)}. If the loop is meant "
             "to run longer, raise max_steps; otherwise check the actions its nodes return."
         )
-        attach_node_path(error, _own_path(frame))
+        _mark(error, _own_path(frame))
         raise error
 
 
@@ -485,7 +453,11 @@ def _count_step(frame: FlowFrame, node: Any) -> None:
 
 
 class NodeFrame:
-    """A node between its prep and its post: which item, which attempt, what results so far."""
+    """A node between its prep and its post: which item, which attempt, what results so far.
+
+    An attempt's outcome, however it was made (a call, a stream, the async driver), is always
+    left in the frame: `result` when it gave one, or `error` when it raised.
+    """
 
     __slots__ = (
         "node",  # the node (a copy) being run
@@ -496,8 +468,8 @@ class NodeFrame:
         "index",  # the item being run
         "attempt",  # its attempt (0-based)
         "failed",  # the last attempt's exception once exec_fallback is due, else None
-        "error",  # the exception of the attempt just made
-        "result",  # the item's exec_res, once made
+        "error",  # the exception of the attempt just made, else None
+        "result",  # the attempt's exec_res, once made
         "results",  # BatchNode: the exec_res list so far
         "stream",  # whether exec is exec_stream
         "emit",  # whether chunks are wanted
@@ -525,7 +497,7 @@ class NodeFrame:
         self.index = 0
         self.attempt = 0
         self.failed: Optional[Exception] = None
-        self.error: Optional[Exception] = None
+        self.error: Optional[BaseException] = None
         self.result: Any = None
         self.results: List[Any] = []
         self.stream = node._kind is STREAM
@@ -542,17 +514,6 @@ class NodeFrame:
         item = self.index if self.node._batch else None
         return Origin(origin.name, origin.parent, origin.batch, item, self.attempt)
 
-    def record(self) -> None:
-        """The current item is done: keep its result and move to the next item."""
-        self.results.append(self.result)
-        self.index += 1
-        self.attempt = 0
-        self.failed = None
-
-
-_FAILED = object()  # _attempt: the attempt raised (the exception is in frame.error)
-_DONE = object()  # _attempt: the attempt gave its result (in frame.result)
-
 
 def _enter_node(
     node: Any, shared: Any, origin: Origin, selected: bool, options: _Options
@@ -562,12 +523,9 @@ def _enter_node(
         driven = node._async or (options.driver and node.in_thread)
         if node._async and not options.driver:
             raise RuntimeError("Use run_async.")
-        if driven:
-            prep_res = yield from _driven_call(node, "prep", (shared,), origin)
-        else:
-            prep_res = node.prep(shared)
+        prep_res = yield from _call(node, "prep", (shared,), driven, origin)
     except Exception as exc:
-        attach_node_path(exc, origin.path)
+        _mark(exc, origin.path)
         raise
     frame = NodeFrame(node, origin, prep_res, options.chunks and selected)
     frame.driven = driven
@@ -577,7 +535,9 @@ def _enter_node(
     return frame
 
 
-def _parallel_items(frame: NodeFrame, shared: Any, options: _Options) -> Parallel:
+def _run_items_in_parallel(
+    frame: NodeFrame, shared: Any, options: _Options
+) -> Generator[Any, None, None]:
     """A parallel batch node's items, each its own branch of the walk: a NodeFrame that runs
     that one item (retries and fallback included) and ends with its result."""
     node = frame.node
@@ -593,20 +553,29 @@ def _parallel_items(frame: NodeFrame, shared: Any, options: _Options) -> Paralle
     def label(index: int) -> str:
         return f"item {index}"
 
-    return Parallel(frame.count, branch, label, frame.origin.path, node.max_concurrency)
+    request = Parallel(frame.count, branch, label, frame.origin.path, node.max_concurrency)
+    yield request
+    frame.results = request.outcome()
+    frame.index = frame.count
 
 
-def _attempt(frame: NodeFrame) -> Any:
-    """Start one attempt (or the fallback) on the current item.
+def _start_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, Any]:
+    """Make one attempt (or the fallback) on the current item.
 
-    Returns a generator to stream, or _DONE with frame.result set, or _FAILED with frame.error
-    set. A programming error (exec_stream giving no generator) raises at once, never retried.
+    Returns a sync generator for the walk to stream, or None when the attempt's outcome is
+    already in the frame (`result` or `error`). A driven node's attempt is carried out by the
+    async driver (a generator only for that). A programming error (exec_stream giving no
+    generator) raises at once, never retried; so does a failing exec_fallback.
     """
     node = frame.node
     item = frame.items[frame.index]
     failed = frame.failed
+    frame.result = frame.error = None
     if failed is None:  # during exec_fallback cur_retry stays at the last attempt, as in PocketFlow
         node.cur_retry = frame.attempt
+    if frame.driven:
+        yield from _attempt_driven(frame, node, item, failed)
+        return None
     try:
         if failed is not None:
             made = node.exec_fallback(item, failed)
@@ -615,33 +584,25 @@ def _attempt(frame: NodeFrame) -> Any:
         else:
             made = node.exec(item)
     except Exception as exc:
-        if failed is not None:  # the fallback itself failed: nothing more to try
-            attach_node_path(exc, frame.origin.path)
-            raise
         frame.error = exc
-        return _FAILED
+        return None
     if frame.stream:
         if type(made) is GeneratorType or isinstance(made, GeneratorABC):
             return made
         if failed is None:  # exec_stream must stream; exec_fallback may return a plain value
             raise _not_a_generator(node, made, frame.origin.path)
     frame.result = made
-    return _DONE
+    return None
 
 
-def _attempt_driven(frame: NodeFrame) -> Generator[Any, None, Tuple[Any, Any]]:
-    """One attempt (or the fallback) of a driven node, carried out by the async driver.
-
-    Returns (exec_res, None), or (None, the exception) for a failed attempt. An async node's
-    hook gives a coroutine (awaited) or an async generator (streamed: the value it yields
-    wrapped in `Return` is its result); a sync node marked in_thread has its exec called, or
-    its exec_stream generator stepped, in a worker thread.
-    """
-    node = frame.node
-    item = frame.items[frame.index]
-    failed = frame.failed
-    if failed is None:  # during the fallback cur_retry stays at the last attempt
-        node.cur_retry = frame.attempt
+def _attempt_driven(
+    frame: NodeFrame, node: Any, item: Any, failed: Any
+) -> Generator[Any, None, None]:
+    """One attempt (or the fallback) of a driven node, carried out by the async driver; its
+    outcome goes to the frame. An async node's hook gives a coroutine (awaited) or an async
+    generator (streamed: the value it yields wrapped in `Return` is its result); a sync node
+    marked in_thread has its exec called, or its exec_stream generator stepped, in a worker
+    thread."""
     try:
         request: Request
         if node._async:
@@ -669,44 +630,77 @@ def _attempt_driven(frame: NodeFrame) -> Generator[Any, None, Tuple[Any, Any]]:
     except FlowError:
         raise
     except Exception as exc:
-        if failed is not None:
-            attach_node_path(exc, frame.origin.path)
-            raise
-        return None, exc
+        frame.error = exc
+        return
     yield request
     if request.error is None and frame.stream and type(request) is not Stream:
         made = request.result  # a fallback may itself stream
         if hasattr(made, "__anext__") or isinstance(made, GeneratorABC):
             request = Stream(made, frame.attempt_origin(), frame.emit)
             yield request
-    if request.error is not None and failed is not None:  # the fallback failed: nothing more
-        attach_node_path(request.error, frame.origin.path)
-        raise request.error
-    return request.result, request.error
+    frame.result = request.result
+    frame.error = request.error
 
 
-def _post(frame: NodeFrame, shared: Any) -> Generator[Any, None, Optional[str]]:
+def _settle_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, None]:
+    """Act on the attempt just made: keep its result and go to the next item, or (it failed)
+    tell the consumer with Retry, wait, and set up the next attempt or the fallback; raise when
+    nothing is left to try."""
+    error = frame.error
+    if error is None:
+        frame.results.append(frame.result)
+        frame.index += 1
+        frame.attempt = 0
+        frame.failed = None
+        return
     node = frame.node
+    last = frame.attempt + 1 >= node.max_retries
+    if frame.failed is not None or (last and not hasattr(node, "exec_fallback")):
+        _mark(error, frame.origin.path)  # the fallback failed too, or there is none
+        raise error
+    if options.events:  # the failed attempt's chunks are to be dropped
+        origin = frame.attempt_origin()
+        yield Retry(
+            origin.name, origin.path, origin.item, frame.attempt, _describe(error), origin.batch
+        )
+    if last:  # the next pass runs exec_fallback, as attempt max_retries
+        frame.failed = error
+    elif node.wait > 0:
+        if options.driver:  # the event loop goes on serving other runs
+            yield Sleep(node.wait)
+        else:
+            time.sleep(node.wait)
+    frame.attempt += 1
+
+
+def _finish_node(frame: NodeFrame, shared: Any, options: _Options) -> Generator[Any, None, Any]:
+    """Every item is done: the node's post, then NodeFinished (FlowFinished for a node run on
+    its own). Returns the node's action."""
+    node = frame.node
+    origin = frame.origin
     exec_res = frame.results if node._batch else frame.results[0]
     try:
-        if frame.driven:
-            args = (shared, frame.prep_res, exec_res)
-            action = yield from _driven_call(node, "post", args, frame.origin)
-        else:
-            action = node.post(shared, frame.prep_res, exec_res)
-        if action is not None and not isinstance(action, str):
-            raise _bad_action(action, frame.origin.path)
+        args = (shared, frame.prep_res, exec_res)
+        action = _checked((yield from _call(node, "post", args, frame.driven, origin)), origin.path)
     except Exception as exc:
-        attach_node_path(exc, frame.origin.path)
+        _mark(exc, origin.path)
         raise
+    if options.events:
+        duration = _perf_counter() - frame.started
+        yield NodeFinished(origin.name, origin.path, action, duration, origin.batch)
+        if origin.parent is None and options.started is not None:  # a node run on its own
+            yield FlowFinished(origin.name, (), action, _perf_counter() - options.started)
     return action
 
 
-def _driven_call(
-    target: Any, hook: str, args: Tuple[Any, ...], origin: Optional[Origin]
+def _call(
+    target: Any, hook: str, args: Tuple[Any, ...], driven: bool, origin: Optional[Origin]
 ) -> Generator[Request, None, Any]:
-    """Have the async driver call `target`'s `hook`: await `<hook>_async` for an async node or
-    flow, or call `hook` in a worker thread for a node marked in_thread."""
+    """Call a node's or flow's `hook` (prep or post). When `driven`, the async driver does it:
+    it awaits `<hook>_async` for an async node or flow, or calls `hook` in a worker thread for
+    a node marked in_thread. A generator only for the driven case."""
+    if not driven:
+        return getattr(target, hook)(*args)
     request: Request
     if target._async:
         made = getattr(target, hook + "_async")(*args)
@@ -736,26 +730,35 @@ def _return_passes_map() -> bool:
     return drain(delegate()) == "returned"
 
 
-def _capture(made: Any, outcome: List[Any]) -> Generator[Any, None, None]:
-    """Pass a generator's values through; put its return value (or its exception) in
-    `outcome`, so the walk tells the node's failure from what the consumer throws in."""
+def _capture(made: Any, frame: NodeFrame) -> Generator[Any, None, None]:
+    """Pass a generator's values through; put its return value (or its exception) in the
+    frame, so the walk tells the node's failure from what the consumer throws in."""
     try:
-        outcome[0] = yield from made
+        frame.result = yield from made
     except Exception as exc:
-        outcome[1] = exc
+        frame.error = exc
 
 
 _RETURN_PASSES_MAP = _return_passes_map()
 
 
-def _run_plain(node: Any, shared: Any) -> Any:
-    """A Node with nothing to yield and no events to tell: prep, exec (per item), post."""
-    prep_res = node.prep(shared)
-    if node._batch:
-        exec_res = [_exec_plain(node, item) for item in (prep_res or ())]
-    else:
-        exec_res = _exec_plain(node, prep_res)
-    return node.post(shared, prep_res, exec_res)
+def _run_plain(frame: FlowFrame, node: Any, shared: Any) -> None:
+    """The hot path: a Node with nothing to yield and no events to tell runs right here —
+    prep, exec (per item), post — and the flow moves on to its successor."""
+    try:
+        prep_res = node.prep(shared)
+        if node._batch:
+            exec_res = [_exec_plain(node, item) for item in (prep_res or ())]
+        else:
+            exec_res = _exec_plain(node, prep_res)
+        action = node.post(shared, prep_res, exec_res)
+        if action is not None and not isinstance(action, str):
+            raise _bad_action(action, _child_path(frame, node))
+    except Exception as exc:
+        _mark(exc, _child_path(frame, node))
+        raise
+    frame.action = action
+    frame.node = _successor(frame, node, action)
 
 
 def _exec_plain(node: Any, item: Any) -> Any:
@@ -825,13 +828,24 @@ def _child_path(frame: FlowFrame, node: Any) -> tuple:
     return _flow_path(frame) + (node_name(node),)
 
 
+def _checked(action: Any, path: tuple) -> Optional[str]:
+    """The action a post returned, once it is known to be one: a str, or None for 'default'."""
+    if action is not None and not isinstance(action, str):
+        raise _bad_action(action, path)
+    return action  # type: ignore[no-any-return]
+
+
 def _bad_action(action: Any, path: tuple) -> FlowError:
-    error = FlowError(
+    return FlowError(
         f"node {describe_path(path)}: post returned {action!r} ({type(action).__name__}) as its "
         "action; an action must be a str naming the transition to take (or None for 'default')."
     )
-    attach_node_path(error, path)
-    return error
+
+
+def _mark(exc: BaseException, path: tuple) -> None:
+    """The one place an error gets its node's path, where the walk catches it on its way out
+    (the innermost mark counts, so a re-raise from an outer frame changes nothing)."""
+    attach_node_path(exc, path)
 
 
 def _not_a_generator(node: Any, made: Any, path: tuple) -> FlowError:

@@ -128,13 +128,15 @@ def test_flow_finished_is_the_last_item_and_carries_the_action_run_stream_return
     assert sum(isinstance(item, FlowFinished) for item in items) == 1
 
 
-def test_a_stand_alone_node_streams_node_started_and_node_finished():
+def test_a_stand_alone_node_streams_its_events_and_ends_with_flow_finished_like_a_flow():
     items = list(Say(name="Solo").run_stream({"action": "x"}, events=True))
     assert summary(items) == [
         ("node_started", ("Solo",)),
         ("chunk", ("Solo",), "hi"),
         ("node_finished", ("Solo",), "x"),
+        ("flow_finished", (), "x"),
     ]
+    assert items[-1].node == "Solo"
 
 
 def test_events_do_not_change_chunks_shared_or_action():
