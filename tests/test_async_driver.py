@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import anyio
 import pytest
 import trio
+from helpers import Built, any_graphs, fresh_shared, limits, tags, timeless
 from hypothesis import HealthCheck, given, settings
-from test_properties import Built, any_graphs, fresh_shared, limits, tags, timeless
 
 import pocketflow_stream
 from pocketflow_stream import (
