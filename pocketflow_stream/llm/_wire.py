@@ -21,11 +21,11 @@ Shared by every adapter in this package; knows no provider's event names.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .deltas import Delta
 
-__all__ = ["view", "field", "arguments_text", "EventDispatch", "EMPTY"]
+__all__ = ["view", "field", "arguments_text", "EventDispatch", "EMPTY", "SSEDecoder", "SSEEvent"]
 
 #: The view of a missing object: every read gives the default.
 EMPTY: Mapping[str, Any] = {}
@@ -129,3 +129,78 @@ class EventDispatch:
         if handler is not None:
             handler(event, out)
         return out
+
+
+# --- server-sent events ----------------------------------------------------------------------
+
+#: One decoded server-sent event: its `event:` name (None when the frame has none) and its
+#: `data:` payload as bytes (several data lines joined by "\n"), ready for `json.loads`.
+SSEEvent = Tuple[Optional[str], bytes]
+
+
+class SSEDecoder:
+    """An incremental decoder of a `text/event-stream` body (the WHATWG rules that matter for
+    model APIs): `feed(bytes)` returns the events completed by those bytes, `close()` the one
+    a body ended without its blank line.
+
+    Lines end with LF, CRLF or CR (also split across reads); a blank line ends an event;
+    `data:` lines are joined with "\\n"; one space after the colon is dropped; comments
+    (`: ...`), `id:` and `retry:` are skipped; a frame without data is no event. Bytes are
+    only split at line ends, so a UTF-8 character cut across reads is whole again by then.
+    """
+
+    __slots__ = ("_rest", "_held_cr")
+
+    def __init__(self) -> None:
+        self._rest = b""
+        self._held_cr = False
+
+    def feed(self, chunk: bytes) -> List[SSEEvent]:
+        if self._held_cr:
+            chunk = b"\r" + chunk
+            self._held_cr = False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):  # maybe the first half of a CRLF
+                chunk = chunk[:-1]
+                self._held_cr = True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self._rest:
+            chunk = self._rest + chunk
+        if b"\n\n" not in chunk:
+            self._rest = chunk
+            return []
+        frames = chunk.split(b"\n\n")
+        self._rest = frames.pop()
+        events: List[SSEEvent] = []
+        for frame in frames:
+            if frame.startswith(b"data: ") and b"\n" not in frame:
+                events.append((None, frame[6:]))  # the common frame: one data line
+                continue
+            event = _frame(frame)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def close(self) -> List[SSEEvent]:
+        """The end of the body: an event cut short of its blank line, if it has data."""
+        rest, self._rest = self._rest, b""
+        event = _frame(rest) if rest else None
+        return [] if event is None else [event]
+
+
+def _frame(frame: bytes) -> Optional[SSEEvent]:
+    name: Optional[str] = None
+    data: List[bytes] = []
+    for line in frame.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        key, colon, value = line.partition(b":")
+        if colon and value.startswith(b" "):
+            value = value[1:]
+        if key == b"data":
+            data.append(value)
+        elif key == b"event":
+            name = value.decode("utf-8", "replace")
+    if not data:
+        return None
+    return name, data[0] if len(data) == 1 else b"\n".join(data)

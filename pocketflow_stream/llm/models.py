@@ -23,10 +23,10 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 from typing import (
     Any,
     AsyncIterator,
-    Awaitable,
     Callable,
     Dict,
     Iterator,
@@ -40,6 +40,7 @@ from typing import (
 
 import anyio
 
+from ._wire import SSEDecoder
 from .accumulator import INVALID_ARGUMENTS_KEY
 from .deltas import Delta, ProviderError
 
@@ -49,6 +50,7 @@ __all__ = [
     "OpenAIChatModel",
     "AsyncOpenAIChatModel",
     "OpenAIResponsesModel",
+    "AsyncOpenAIResponsesModel",
     "AnthropicModel",
     "AsyncAnthropicModel",
     "LiteLLMModel",
@@ -92,9 +94,12 @@ class _SDKModel:
     _sdk = ""
     _client_class = ""
 
-    def __init__(self, model: str, client: Any = None, **defaults: Any) -> None:
+    def __init__(
+        self, model: str, client: Any = None, *, raw_stream: bool = True, **defaults: Any
+    ) -> None:
         self.model = model
         self.defaults = defaults
+        self.raw_stream = raw_stream
         self._client = client
 
     @property
@@ -114,19 +119,27 @@ class _OpenAIChat(_SDKModel):
     _sdk = "openai"
 
     def __init__(
-        self, model: str, client: Any = None, *, think_tags: bool = False, **defaults: Any
+        self,
+        model: str,
+        client: Any = None,
+        *,
+        think_tags: bool = False,
+        raw_stream: bool = True,
+        **defaults: Any,
     ) -> None:
-        super().__init__(model, client, **defaults)
+        super().__init__(model, client, raw_stream=raw_stream, **defaults)
         self.think_tags = think_tags
 
     def _call(
         self, messages: List[Message], tools: Optional[List[Tool]], options: Dict[str, Any]
-    ) -> Tuple[Callable[[], Any], Any]:
+    ) -> _Call:
         from .openai_chat import OpenAIChatAdapter
 
         request = _chat_request(self.model, messages, tools, self.defaults, options)
         adapter = OpenAIChatAdapter(think_tags=self.think_tags)
-        return (lambda: self.client.chat.completions.create(**request)), adapter
+        return _Call(
+            lambda: self.client.chat.completions, request, adapter, _OPENAI, self.raw_stream
+        )
 
 
 class OpenAIChatModel(_OpenAIChat):
@@ -151,7 +164,7 @@ class OpenAIChatModel(_OpenAIChat):
         """Yield the reply's deltas; the request is sent when iteration starts. Raises the
         SDK's error if the request is rejected or the connection breaks; an in-stream error
         arrives as a final ProviderError delta."""
-        return _drive(*self._call(messages, tools, options), _openai_stream_error)
+        return _drive(self._call(messages, tools, options))
 
 
 class AsyncOpenAIChatModel(_OpenAIChat):
@@ -163,7 +176,7 @@ class AsyncOpenAIChatModel(_OpenAIChat):
         self, messages: List[Message], *, tools: Optional[List[Tool]] = None, **options: Any
     ) -> AsyncIterator[Delta]:
         """Yield the reply's deltas; errors as in `OpenAIChatModel.stream`."""
-        return _adrive(*self._call(messages, tools, options), _openai_stream_error)
+        return _adrive(self._call(messages, tools, options))
 
 
 def _chat_request(
@@ -193,29 +206,48 @@ def _openai_stream_error(error: Exception) -> Optional[ProviderError]:
 # --- OpenAI Responses ----------------------------------------------------------------------
 
 
-class OpenAIResponsesModel(_SDKModel):
-    """The OpenAI Responses API. `messages` and `tools` in Chat Completions format are converted
-    (`to_responses_input`, `to_responses_tools`); Responses items pass through. `defaults` and
-    `options` go to `responses.create` as they are (e.g. `reasoning={"summary": "auto"}`)."""
+class _OpenAIResponses(_SDKModel):
+    """What the sync and async Responses models share: the request and the adapter."""
 
     _sdk = "openai"
-    _client_class = "OpenAI"
 
-    def stream(
-        self, messages: List[Message], *, tools: Optional[List[Tool]] = None, **options: Any
-    ) -> Iterator[Delta]:
-        """Yield the reply's deltas; errors as in `OpenAIChatModel.stream`."""
+    def _call(
+        self, messages: List[Message], tools: Optional[List[Tool]], options: Dict[str, Any]
+    ) -> _Call:
         from .openai_responses import OpenAIResponsesAdapter
 
         request: Dict[str, Any] = {**self.defaults, **options}
         if tools:
             request["tools"] = to_responses_tools(tools)
         request.update(model=self.model, input=to_responses_input(messages), stream=True)
-        return _drive(
-            lambda: self.client.responses.create(**request),
-            OpenAIResponsesAdapter(),
-            _openai_stream_error,
-        )
+        adapter = OpenAIResponsesAdapter()
+        return _Call(lambda: self.client.responses, request, adapter, _OPENAI, self.raw_stream)
+
+
+class OpenAIResponsesModel(_OpenAIResponses):
+    """The OpenAI Responses API. `messages` and `tools` in Chat Completions format are converted
+    (`to_responses_input`, `to_responses_tools`); Responses items pass through. `defaults` and
+    `options` go to `responses.create` as they are (e.g. `reasoning={"summary": "auto"}`)."""
+
+    _client_class = "OpenAI"
+
+    def stream(
+        self, messages: List[Message], *, tools: Optional[List[Tool]] = None, **options: Any
+    ) -> Iterator[Delta]:
+        """Yield the reply's deltas; errors as in `OpenAIChatModel.stream`."""
+        return _drive(self._call(messages, tools, options))
+
+
+class AsyncOpenAIResponsesModel(_OpenAIResponses):
+    """`OpenAIResponsesModel` for async code: `client` defaults to `openai.AsyncOpenAI()`."""
+
+    _client_class = "AsyncOpenAI"
+
+    def astream(
+        self, messages: List[Message], *, tools: Optional[List[Tool]] = None, **options: Any
+    ) -> AsyncIterator[Delta]:
+        """Yield the reply's deltas; errors as in `OpenAIChatModel.stream`."""
+        return _adrive(self._call(messages, tools, options))
 
 
 def to_responses_input(messages: List[Message]) -> List[Dict[str, Any]]:
@@ -284,14 +316,20 @@ class _Anthropic(_SDKModel):
     _sdk = "anthropic"
 
     def __init__(
-        self, model: str, client: Any = None, *, max_tokens: int = 4096, **defaults: Any
+        self,
+        model: str,
+        client: Any = None,
+        *,
+        max_tokens: int = 4096,
+        raw_stream: bool = True,
+        **defaults: Any,
     ) -> None:
-        super().__init__(model, client, **defaults)
+        super().__init__(model, client, raw_stream=raw_stream, **defaults)
         self.max_tokens = max_tokens
 
     def _call(
         self, messages: List[Message], tools: Optional[List[Tool]], options: Dict[str, Any]
-    ) -> Tuple[Callable[[], Any], Any]:
+    ) -> _Call:
         from .anthropic_messages import AnthropicAdapter
 
         system, converted = to_anthropic_messages(messages)
@@ -301,7 +339,9 @@ class _Anthropic(_SDKModel):
         if tools:
             request["tools"] = to_anthropic_tools(tools)
         request.update(model=self.model, messages=converted, stream=True)
-        return (lambda: self.client.messages.create(**request)), AnthropicAdapter()
+        return _Call(
+            lambda: self.client.messages, request, AnthropicAdapter(), _ANTHROPIC, self.raw_stream
+        )
 
 
 class AnthropicModel(_Anthropic):
@@ -319,7 +359,7 @@ class AnthropicModel(_Anthropic):
         """Yield the reply's deltas; the request is sent when iteration starts. Raises the
         SDK's error if the request is rejected or the connection breaks; an `error` event
         arrives as a final ProviderError delta."""
-        return _drive(*self._call(messages, tools, options), _anthropic_stream_error)
+        return _drive(self._call(messages, tools, options))
 
 
 class AsyncAnthropicModel(_Anthropic):
@@ -331,7 +371,7 @@ class AsyncAnthropicModel(_Anthropic):
         self, messages: List[Message], *, tools: Optional[List[Tool]] = None, **options: Any
     ) -> AsyncIterator[Delta]:
         """Yield the reply's deltas; errors as in `AnthropicModel.stream`."""
-        return _adrive(*self._call(messages, tools, options), _anthropic_stream_error)
+        return _adrive(self._call(messages, tools, options))
 
 
 def to_anthropic_messages(messages: List[Message]) -> Tuple[Optional[str], List[Message]]:
@@ -471,12 +511,21 @@ class LiteLLMModel:
         from .litellm_chunks import LiteLLMAdapter
 
         request = _chat_request(self.model, messages, tools, self.defaults, options)
-        return _drive(
-            lambda: _import("litellm", type(self).__name__).completion(**request),
+        call = _Call(
+            lambda: _LiteLLMResource(_import("litellm", type(self).__name__)),
+            request,
             LiteLLMAdapter(),
-            _openai_stream_error,
-            _close_litellm_stream,
+            _LITELLM,
+            raw_stream=False,
         )
+        return _drive(call)
+
+
+class _LiteLLMResource:
+    """litellm's `completion` in the shape of an SDK resource (`create`)."""
+
+    def __init__(self, litellm: Any) -> None:
+        self.create = litellm.completion
 
 
 def _close_litellm_stream(stream: Any) -> None:
@@ -512,8 +561,74 @@ def default_model(
 
 
 # --- driving a stream ----------------------------------------------------------------------
+#
+# Two ways to read a reply, chosen at the first next():
+#
+# - raw (the default with the official SDKs): the SDK sends the request through its
+#   `with_streaming_response` API — it still builds the request, authenticates, retries and
+#   raises its own errors for a rejected request — and hands back the HTTP response unread;
+#   the body's server-sent events are decoded here (`SSEDecoder`, `json.loads`) into the dicts
+#   the adapters read. No pydantic object is built per chunk, which is most of what the SDK's
+#   own stream costs.
+# - the SDK's stream objects (`raw_stream=False`, or a client without
+#   `with_streaming_response`, or LiteLLM): the adapters read the objects the SDK yields.
+#
+# Both end alike: an error event gives a ProviderError delta, then the end of whatever was
+# open, and the stream stops there; a transport failure raises (the openai SDK's
+# APIConnectionError / APITimeoutError, as its own stream raises them; the anthropic SDK lets
+# the HTTP library's error through, and so does this); the HTTP response is closed however
+# iteration ends.
 
 StreamError = Callable[[Exception], Optional[ProviderError]]
+
+
+class _WireFormat:
+    """How one provider's streamed body is read on the raw path, and how its SDK reports a
+    failure on the SDK path."""
+
+    __slots__ = ("stream_error", "close_stream", "named_events_only", "transport_error")
+
+    def __init__(
+        self,
+        stream_error: StreamError,
+        *,
+        close_stream: Optional[Callable[[Any], None]] = None,
+        named_events_only: bool = False,
+        transport_error: Optional[Callable[[Exception, Any], Optional[Exception]]] = None,
+    ) -> None:
+        self.stream_error = stream_error
+        self.close_stream = close_stream or _close_stream
+        # The anthropic SDK skips frames without an `event:` name; so does the raw path.
+        self.named_events_only = named_events_only
+        self.transport_error = transport_error
+
+
+class _Call:
+    """One model call, ready to send: the SDK resource (got lazily: building the client may
+    need a key), the request, the adapter and the provider's wire format."""
+
+    __slots__ = ("resource", "request", "adapter", "wire", "raw_stream")
+
+    def __init__(
+        self,
+        resource: Callable[[], Any],
+        request: Dict[str, Any],
+        adapter: Any,
+        wire: _WireFormat,
+        raw_stream: bool = True,
+    ) -> None:
+        self.resource = resource
+        self.request = request
+        self.adapter = adapter
+        self.wire = wire
+        self.raw_stream = raw_stream
+
+    def raw_opener(self, resource: Any) -> Optional[Any]:
+        """The SDK's streaming-response API for this call, or None to use its stream objects."""
+        if not self.raw_stream:
+            return None
+        streaming = getattr(resource, "with_streaming_response", None)
+        return None if streaming is None else getattr(streaming, "create", None)
 
 
 def _close_stream(stream: Any) -> None:
@@ -522,16 +637,41 @@ def _close_stream(stream: Any) -> None:
         close()
 
 
-def _drive(
-    open_stream: Callable[[], Any],
-    adapter: Any,
-    stream_error: StreamError,
-    close_stream: Callable[[Any], None] = _close_stream,
-) -> Iterator[Delta]:
+def _openai_transport_error(error: Exception, http_response: Any) -> Optional[Exception]:
+    """The openai SDK's exception for a transport failure while reading a body, as its own
+    stream raises it; None for anything else."""
+    import openai
+
+    http = sys.modules.get(type(http_response).__module__.partition(".")[0])
+    timeout = getattr(http, "TimeoutException", None)
+    request_error = getattr(http, "RequestError", None)
+    request: Any = getattr(http_response, "request", None)
+    if isinstance(timeout, type) and isinstance(error, timeout):
+        return openai.APITimeoutError(request=request)
+    if isinstance(request_error, type) and isinstance(error, request_error):
+        return openai.APIConnectionError(request=request)
+    return None
+
+
+_OPENAI = _WireFormat(_openai_stream_error, transport_error=_openai_transport_error)
+_ANTHROPIC = _WireFormat(_anthropic_stream_error, named_events_only=True)
+_LITELLM = _WireFormat(_openai_stream_error, close_stream=_close_litellm_stream)
+
+_DONE = b"[DONE]"
+
+
+def _drive(call: _Call) -> Iterator[Delta]:
     # The request is sent at the first next(), and the generator that opened the HTTP stream
     # owns it: it is closed however iteration ends (exhausted, raised, or closed by the
     # consumer). A request the provider rejects raises here, before anything is yielded.
-    stream = open_stream()
+    resource = call.resource()
+    opener = call.raw_opener(resource)
+    if opener is not None:
+        yield from _drive_raw(opener(**call.request), call.adapter, call.wire)
+        return
+    wire = call.wire
+    adapter = call.adapter
+    stream = resource.create(**call.request)
     try:
         iterator = iter(stream)
         while True:
@@ -540,7 +680,7 @@ def _drive(
             except StopIteration:
                 break
             except Exception as error:
-                reported = stream_error(error)
+                reported = wire.stream_error(error)
                 if reported is None:
                     raise
                 # As the adapter reports an error event it reads itself: the error, then the
@@ -550,13 +690,71 @@ def _drive(
             yield from adapter.feed(item)
         yield from adapter.close()
     finally:
-        close_stream(stream)
+        wire.close_stream(stream)
 
 
-async def _adrive(
-    open_stream: Callable[[], Awaitable[Any]], adapter: Any, stream_error: StreamError
-) -> AsyncIterator[Delta]:
-    stream = await open_stream()
+def _drive_raw(manager: Any, adapter: Any, wire: _WireFormat) -> Iterator[Delta]:
+    response = manager.__enter__()  # sends the request; raises the SDK's error if rejected
+    body: Any = None
+    try:
+        http_response = getattr(response, "http_response", response)
+        decoder = SSEDecoder()
+        decode = decoder.feed
+        feed = adapter.feed
+        loads = json.loads
+        named_only = wire.named_events_only
+        body = iter(http_response.iter_bytes())
+        ended = False
+        while not ended:
+            try:
+                events = decode(next(body))
+            except StopIteration:
+                events = decoder.close()
+                ended = True
+            except Exception as error:
+                translated = wire.transport_error and wire.transport_error(error, http_response)
+                if translated is None:
+                    raise
+                raise translated from error
+            for name, data in events:
+                if name is None and (named_only or data.startswith(_DONE)):
+                    if not named_only:  # `data: [DONE]`: the end, whatever follows
+                        ended = True
+                        break
+                    continue
+                if not data:
+                    continue
+                failed = False
+                for delta in feed(loads(data)):
+                    yield delta
+                    if type(delta) is ProviderError:
+                        failed = True
+                if failed:  # the provider's word on a failure is its last
+                    ended = True
+                    break
+        yield from adapter.close()
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        manager.__exit__(None, None, None)
+
+
+async def _adrive(call: _Call) -> AsyncIterator[Delta]:
+    resource = call.resource()
+    opener = call.raw_opener(resource)
+    if opener is not None:
+        raw = _adrive_raw(opener(**call.request), call.adapter, call.wire)
+        try:
+            async for delta in raw:
+                yield delta
+        finally:  # `async for` does not close what it iterates, as `yield from` does
+            with anyio.CancelScope(shield=True):
+                await raw.aclose()
+        return
+    wire = call.wire
+    adapter = call.adapter
+    stream = await resource.create(**call.request)
     try:
         # The SDKs' async streams are their own iterators; iterating a fresh __aiter__ would
         # leave a second generator behind that only the garbage collector closes.
@@ -567,7 +765,7 @@ async def _adrive(
             except StopAsyncIteration:
                 break
             except Exception as error:
-                reported = stream_error(error)
+                reported = wire.stream_error(error)
                 if reported is None:
                     raise
                 yield reported
@@ -583,6 +781,55 @@ async def _adrive(
             closing = close() if close is not None else None
             if inspect.isawaitable(closing):
                 await closing
+
+
+async def _adrive_raw(manager: Any, adapter: Any, wire: _WireFormat) -> AsyncIterator[Delta]:
+    response = await manager.__aenter__()
+    body: Any = None
+    try:
+        http_response = getattr(response, "http_response", response)
+        decoder = SSEDecoder()
+        decode = decoder.feed
+        feed = adapter.feed
+        loads = json.loads
+        named_only = wire.named_events_only
+        body = http_response.aiter_bytes().__aiter__()
+        ended = False
+        while not ended:
+            try:
+                events = decode(await body.__anext__())
+            except StopAsyncIteration:
+                events = decoder.close()
+                ended = True
+            except Exception as error:
+                translated = wire.transport_error and wire.transport_error(error, http_response)
+                if translated is None:
+                    raise
+                raise translated from error
+            for name, data in events:
+                if name is None and (named_only or data.startswith(_DONE)):
+                    if not named_only:
+                        ended = True
+                        break
+                    continue
+                if not data:
+                    continue
+                failed = False
+                for delta in feed(loads(data)):
+                    yield delta
+                    if type(delta) is ProviderError:
+                        failed = True
+                if failed:
+                    ended = True
+                    break
+        for delta in adapter.close():
+            yield delta
+    finally:
+        with anyio.CancelScope(shield=True):
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await manager.__aexit__(None, None, None)
 
 
 def _import(module: str, user: str) -> Any:
