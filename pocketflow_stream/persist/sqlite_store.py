@@ -307,21 +307,7 @@ class SQLiteStore(Store):
             rows = self._connection.execute(
                 _LIST, (status, status, -1 if limit is None else limit)
             ).fetchall()
-        return [
-            RunInfo(
-                run_id=run_id,
-                seq=seq,
-                status=run_status,
-                at=at,
-                updated_at=updated_at,
-                interrupts=loads(interrupts) if interrupts else [],
-                fingerprint=fingerprint,
-                error=error,
-                lease_owner=owner,
-                lease_expires=expires,
-            )
-            for run_id, seq, run_status, at, updated_at, interrupts, fingerprint, error, owner, expires in rows
-        ]
+        return [_info(*row) for row in rows]
 
     def seqs(self, run_id: str) -> List[int]:
         with self._lock:
@@ -331,14 +317,39 @@ class SQLiteStore(Store):
             return self._seqs(run_id, head[0])
 
     def _seqs(self, run_id: str, head: int) -> List[int]:
-        if not self.history:
-            return [head]
-        return [row[0] for row in self._connection.execute(_SEQS, (run_id,))]
+        kept = [row[0] for row in self._connection.execute(_SEQS, (run_id,))]
+        return kept if head in kept else [head]  # the file may hold another store's history
 
     def integrity_check(self) -> str:
         """SQLite's `PRAGMA integrity_check` of the file: "ok" when it is sound."""
         with self._lock:
             return str(self._connection.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _info(
+    run_id: str,
+    seq: int,
+    status: str,
+    at: Optional[str],
+    updated_at: float,
+    interrupts: Optional[str],
+    fingerprint: Optional[str],
+    error: Optional[str],
+    owner: Optional[str],
+    expires: Optional[float],
+) -> RunInfo:
+    return RunInfo(
+        run_id=run_id,
+        seq=seq,
+        status=status,
+        at=at,
+        updated_at=updated_at,
+        interrupts=loads(interrupts) if interrupts else [],
+        fingerprint=fingerprint,
+        error=error,
+        lease_owner=owner,
+        lease_expires=expires,
+    )
 
 
 def _row_values(
@@ -371,6 +382,13 @@ class _Transaction:
         self.lock.acquire()
         try:
             self.connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            self.lock.release()
+            raise CheckpointError(
+                f"could not start a write on the runs database ({error}): another process "
+                f"held its write lock past the busy timeout. Raise busy_timeout=, or look for "
+                f"a process holding a transaction open on the file."
+            ) from error
         except BaseException:
             self.lock.release()
             raise

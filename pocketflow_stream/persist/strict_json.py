@@ -32,6 +32,7 @@ __all__ = [
     "decode",
     "dumps",
     "loads",
+    "check_size",
     "DEFAULT_MAX_BYTES",
 ]
 
@@ -178,8 +179,7 @@ class _Walk:
             if type(key) is not str:
                 self.refuse(
                     path + (key,),
-                    f"has the key {key!r} ({type(key).__name__}); JSON would turn it into the "
-                    f"str {json.dumps(key) if _plain_key(key) else repr(str(key))}",
+                    f"has the key {key!r} ({type(key).__name__}); " + _key_change(key),
                     "Use str keys",
                 )
             if key == TAG:
@@ -223,8 +223,11 @@ class _Walk:
         )
 
 
-def _plain_key(key: Any) -> bool:
-    return type(key) in (int, float, bool) or key is None
+def _key_change(key: Any) -> str:
+    if type(key) in (int, float, bool) or key is None:
+        made = next(iter(json.loads(json.dumps({key: 0}))))
+        return f"JSON would turn it into the str {json.dumps(made)}"
+    return "JSON cannot hold it as a key"
 
 
 def _what_is_wrong(value: Any) -> str:
@@ -309,7 +312,7 @@ def check_size(text: str, shared: Any, max_bytes: Optional[int], writer: Optiona
     by = f" after node {writer}" if writer else ""
     raise CheckpointTooLarge(
         f"the checkpoint{by} is {size:,} bytes, over the limit of {max_bytes:,} "
-        f"(max_bytes=); the largest keys: {listed}. Keep large data (files, token streams, "
+        f"bytes (max_bytes); the largest keys: {listed}. Keep large data (files, token streams, "
         f"histories) outside `shared` and store a reference, or raise max_bytes.",
         size,
         biggest,
