@@ -259,7 +259,117 @@ def next_node(flow: Any, node: Any, action: Optional[str]) -> Any:
 
 
 def node_name(node: Any) -> str:
-    return node.name or type(node).__name__
+    """The node's id in its flow, what chunks, paths, events and `nodes=` use: its given name,
+    else its class name, or for a second unnamed node of one class in one flow a distinct id
+    (`Talk#2`) given by `_assign_ids` when the flow first runs."""
+    return node._node_id or node.name  # type: ignore[no-any-return]
+
+
+def given_name(node: Any) -> Optional[str]:
+    """The name the app gave a node (`name=` or a class attribute `name`), or None."""
+    if type(node).name is _NAME_PROPERTY:
+        return node._name  # type: ignore[no-any-return]
+    return node.name  # type: ignore[no-any-return]
+
+
+_NAME_PROPERTY: Any = None  # nodes.py's BaseNode.name, set when nodes.py is imported
+
+
+def _assign_ids(flow: Any) -> None:
+    """Give every node of `flow`'s graph its id, once per graph (the start node keeps the mark;
+    copies share it): the given name, else the class name, else `<class>#<n>` for the n-th
+    unnamed node of one class met walking the graph breadth-first from the start in wiring
+    order, so the same graph built twice gets the same ids. Two nodes given one name raise
+    FlowError."""
+    start = flow.start_node
+    if start is None or getattr(start, "__dict__", {}).get("_ids_assigned"):
+        return
+    order: List[Any] = []
+    seen = set()
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        queue.extend(node.successors.values())
+    named: Dict[str, Any] = {}
+    for node in order:
+        name = given_name(node)
+        if name is None:
+            continue
+        other = named.setdefault(name, node)
+        if other is not node:
+            flow_name = given_name(flow) or type(flow).__name__
+            raise FlowError(
+                f"flow {flow_name!r} has two nodes named {name!r} (a {type(other).__name__} "
+                f"and a {type(node).__name__}): a node's name is its id in its flow (in chunk "
+                "paths, events and checkpoints), so it must be unique there. Rename one."
+            )
+    taken = set(named)
+    counts: Dict[str, int] = {}
+    for node in order:
+        name = given_name(node)
+        if name is None:
+            base = type(node).__name__
+            count = counts.get(base, 0) + 1
+            name = base if count == 1 else f"{base}#{count}"
+            while name in taken:  # a given name took it
+                count += 1
+                name = f"{base}#{count}"
+            counts[base] = count
+            taken.add(name)
+        try:
+            node._node_id = name
+        except AttributeError:  # a node class with __slots__ keeps its visible name
+            pass
+    try:
+        start._ids_assigned = True
+    except AttributeError:
+        pass
+
+
+def _known_names(root: Any) -> List[str]:
+    """Every id in `root`'s graph and the graphs of its sub-flows (for `nodes=`)."""
+    names = [node_name(root)]
+    flows = [root] if root._kind is FLOW else []
+    seen = set()
+    while flows:
+        flow = flows.pop()
+        _assign_ids(flow)
+        queue = deque([flow.start_node] if flow.start_node is not None else [])
+        while queue:
+            node = queue.popleft()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            names.append(node_name(node))
+            if node._kind is FLOW:
+                flows.append(node)
+            queue.extend(node.successors.values())
+    return names
+
+
+def _check_selection(root: Any, nodes: frozenset) -> None:
+    """`nodes=` names no node or flow of the graph: say which names there are (checked once
+    per run, before it starts; a flow that routes with its own get_next_node is not checked,
+    as its graph is not known in advance)."""
+    known = _known_names(root)
+    missing = sorted(nodes.difference(known))
+    if missing and not _routes_itself(root):
+        names = ", ".join(map(repr, dict.fromkeys(known)))
+        raise FlowError(
+            f"nodes={sorted(nodes)!r}: no node or flow is named {', '.join(map(repr, missing))} "
+            f"in {node_name(root)}; the names there are {names}. Pass the names (ids) chunks "
+            "carry in chunk.node."
+        )
+
+
+def _routes_itself(root: Any) -> bool:
+    if root._kind is not FLOW:
+        return False
+    return type(root).get_next_node is not next_node
 
 
 # --- entering: the root, a flow's next node ----------------------------------------------
@@ -268,6 +378,8 @@ def node_name(node: Any) -> str:
 def _enter_root(root: Any, shared: Any, options: _Options) -> Generator[Any, None, Any]:
     """The first frame: the flow being run, or a stand-alone node (which ends its stream with
     FlowFinished like a flow, when events are on)."""
+    if options.nodes is not None:
+        _check_selection(root, options.nodes)
     if root._kind is FLOW:
         return (yield from _enter_flow(root, shared, None, options))
     origin = Origin(node_name(root))
@@ -309,6 +421,7 @@ def _enter_flow(
         assert origin is not None  # a sub-flow always comes with its place
         batch = parent.batch
         selected = parent.selected or _is_selected(origin, options)
+    _assign_ids(flow)
     frame = FlowFrame(flow, origin, batch, selected)
     if frame.driven and not options.driver:
         raise RuntimeError("Use run_async.")
@@ -496,7 +609,7 @@ class NodeFrame:
         self.count = len(self.items)
         self.index = 0
         self.attempt = 0
-        self.failed: Optional[Exception] = None
+        self.failed: Optional[BaseException] = None
         self.error: Optional[BaseException] = None
         self.result: Any = None
         self.results: List[Any] = []
@@ -819,7 +932,7 @@ def _own_path(frame: FlowFrame) -> tuple:
 def _flow_label(frame: FlowFrame) -> str:
     """'StreamFlow Agent > Inner' for a sub-flow, "Flow 'Agent'" for the flow being run."""
     if frame.origin is None:
-        name = frame.flow.name
+        name = given_name(frame.flow)
         return type(frame.flow).__name__ + ("" if name is None else f" {name!r}")
     return f"{type(frame.flow).__name__} {describe_path(frame.origin.path)}"
 

@@ -30,8 +30,8 @@ class BaseNode:
     _batch = False
     _async = False  # its hooks are coroutines (AsyncNode, AsyncFlow)
     _parallel = False  # its batch items run concurrently (AsyncParallelBatch*)
-    #: The node's name in chunk tags and errors; None means its class name.
-    name: Optional[str] = None
+    _name: Optional[str] = None  # the name given with name=, if any
+    _node_id: Optional[str] = None  # its id in its flow, set by the engine when it first runs
     max_retries = 1
     wait: float = 0
     #: Under the async driver, run this sync node's hooks in a worker thread (see Node).
@@ -43,7 +43,18 @@ class BaseNode:
         self.params: Dict[str, Any] = {}
         self.successors: Dict[str, BaseNode] = {}
         if name is not None:
-            self.name = name
+            self._name = name
+
+    @property
+    def name(self) -> str:
+        """The node's visible name: the `name` it was given, else its class name. Chunks,
+        paths and `nodes=` use it too, except for a second unnamed node of one class in one
+        flow, which the engine tells apart as `<class>#2` (see README, "Node ids")."""
+        return self._name or type(self).__name__
+
+    @name.setter
+    def name(self, name: Optional[str]) -> None:
+        self._name = name
 
     def set_params(self, params: Dict[str, Any]) -> None:
         self.params = params
@@ -129,6 +140,9 @@ class BaseNode:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {engine.node_name(self)!r}>"
+
+
+engine._NAME_PROPERTY = BaseNode.name
 
 
 class _ConditionalTransition:

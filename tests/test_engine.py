@@ -304,8 +304,7 @@ def nested_speakers():
         (["Tools"], ["Search", "Fetch"]),
         (["Deeper"], ["Fetch"]),
         ([], []),
-        (["Nothing"], []),
-    ],
+    ],  # a name no node has is an error: tests/test_node_ids.py
 )
 def test_nodes_filters_chunks_to_those_nodes_or_to_nodes_inside_those_flows(nodes, expected):
     def fresh():

@@ -466,7 +466,7 @@ def test_flows_take_optional_name_and_max_steps_keywords():
     flow = Flow(start, name="Agent", max_steps=5)
     assert (flow.start_node, flow.name, flow.max_steps) == (start, "Agent", 5)
     assert BatchFlow(start, name="Each").name == "Each"
-    assert StreamFlow(start=start).name is None
+    assert StreamFlow(start=start).name == "StreamFlow"  # the class name when unnamed
 
 
 # --- streaming flows -----------------------------------------------------------------------

@@ -324,7 +324,7 @@ def test_nodes_take_an_optional_name_keyword():
     assert Node(name="Plan").name == "Plan"
     assert BaseNode(name="Base").name == "Base"
     assert BatchNode(3, 0.1, name="Batch").name == "Batch"
-    assert Node().name is None
+    assert Node().name == "Node"  # the visible name: the class name when unnamed
     named = Node(max_retries=4, wait=0.5, name="Retry")
     assert (named.max_retries, named.wait) == (4, 0.5)
 
