@@ -176,6 +176,11 @@ class SSEDecoder:
             if frame.startswith(b"data: ") and b"\n" not in frame:
                 events.append((None, frame[6:]))  # the common frame: one data line
                 continue
+            if frame.startswith(b"event: "):  # the other common frame: a name, one data line
+                head, _, data = frame.partition(b"\n")
+                if data.startswith(b"data: ") and b"\n" not in data:
+                    events.append((head[7:].decode("utf-8", "replace"), data[6:]))
+                    continue
             event = _frame(frame)
             if event is not None:
                 events.append(event)

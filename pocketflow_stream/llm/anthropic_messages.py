@@ -33,10 +33,11 @@ This module knows the Messages wire format and nothing of the engine.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional
 
 from ._wire import EventDispatch
 from ._wire import field as _field
+from ._wire import view as _view
 from .deltas import (
     Delta,
     Finish,
@@ -101,6 +102,7 @@ class AnthropicAdapter(EventDispatch):
 
     def __init__(self) -> None:
         self._blocks: Dict[int, _Block] = {}
+        self._latest: Optional[int] = None  # the index of the block started last
         self._tool_count = 0
         self._usage_figures: Dict[str, int] = {}
         self._usage_sent: Optional[Usage] = None
@@ -126,7 +128,7 @@ class AnthropicAdapter(EventDispatch):
     def _block_start(self, event: Any, out: List[Delta]) -> None:
         block = _field(event, "content_block")
         kind = _field(block, "type", "")
-        state = self._open_block(_field(event, "index", 0), kind, out)
+        state = self._open_block(self._index_of(event), kind, out)
         if kind == "text":
             self._text(_field(block, "text"), out)
         elif kind == "tool_use":
@@ -146,10 +148,10 @@ class AnthropicAdapter(EventDispatch):
             if data:
                 out.append(RedactedReasoning(str(data)))
 
-    def _block_delta(self, event: Any, out: List[Delta]) -> None:
-        delta = _field(event, "delta")
-        kind = _field(delta, "type", "")
-        index = _field(event, "index", 0)
+    def _block_delta(self, event: Mapping[str, Any], out: List[Delta]) -> None:
+        delta = _view(event.get("delta"))
+        kind = delta.get("type") or ""
+        index = self._index_of(event)
         state = self._blocks.get(index)
         if state is None:  # a delta for a block that never started (seen behind proxies)
             block_kind = _BLOCK_OF_DELTA.get(kind)
@@ -158,25 +160,38 @@ class AnthropicAdapter(EventDispatch):
             state = self._open_block(index, block_kind, out)
             if block_kind == "tool_use":
                 out.append(ToolCallStart(state.tool_index, None, ""))
-        if kind == "text_delta" and state.kind == "text":
-            self._text(_field(delta, "text"), out)
-        elif kind == "input_json_delta" and state.kind == "tool_use":
-            partial = _field(delta, "partial_json", "")
-            if partial:
-                state.streamed = True
-                out.append(ToolCallDelta(state.tool_index, partial))
-        elif kind == "thinking_delta" and state.kind == "thinking":
-            self._reasoning(_field(delta, "thinking"), out)
-        elif kind == "signature_delta" and state.kind == "thinking":
-            signature = _field(delta, "signature")
+        block_kind = state.kind
+        if kind == "text_delta":
+            if block_kind == "text":
+                text = delta.get("text")
+                if text and isinstance(text, str):
+                    out.append(TextDelta(text))
+        elif kind == "input_json_delta":
+            if block_kind == "tool_use":
+                partial = delta.get("partial_json")
+                if partial:
+                    state.streamed = True
+                    out.append(ToolCallDelta(state.tool_index, partial))
+        elif kind == "thinking_delta" and block_kind == "thinking":
+            self._reasoning(delta.get("thinking"), out)
+        elif kind == "signature_delta" and block_kind == "thinking":
+            signature = delta.get("signature")
             if signature:
                 state.streamed = True
                 out.append(SignatureDelta(signature))
 
-    def _block_stop(self, event: Any, out: List[Delta]) -> None:
-        state = self._blocks.get(_field(event, "index", 0))
+    def _block_stop(self, event: Mapping[str, Any], out: List[Delta]) -> None:
+        state = self._blocks.get(self._index_of(event))
         if state is not None:
             self._end_block(state, out)
+
+    def _index_of(self, event: Mapping[str, Any]) -> int:
+        """The block an event is about: its `index`; without one (proxies that drop it), the
+        block started last, not block 0."""
+        index = event.get("index")
+        if isinstance(index, int):
+            return index
+        return self._latest if self._latest is not None else 0
 
     def _message_delta(self, event: Any, out: List[Delta]) -> None:
         self._add_usage(_field(event, "usage"), out)
@@ -200,6 +215,7 @@ class AnthropicAdapter(EventDispatch):
         if previous is not None:  # a block index reused without a stop: close the old one
             self._end_block(previous, out)
         state = _Block(kind)
+        self._latest = index
         if kind == "tool_use":
             state.tool_index = self._tool_count
             self._tool_count += 1

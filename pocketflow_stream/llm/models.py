@@ -658,6 +658,7 @@ _ANTHROPIC = _WireFormat(_anthropic_stream_error, named_events_only=True)
 _LITELLM = _WireFormat(_openai_stream_error, close_stream=_close_litellm_stream)
 
 _DONE = b"[DONE]"
+_json_text = json.JSONDecoder().decode  # json.loads without its per-call checks
 
 
 def _drive(call: _Call) -> Iterator[Delta]:
@@ -701,7 +702,7 @@ def _drive_raw(manager: Any, adapter: Any, wire: _WireFormat) -> Iterator[Delta]
         decoder = SSEDecoder()
         decode = decoder.feed
         feed = adapter.feed
-        loads = json.loads
+        loads = _json_text
         named_only = wire.named_events_only
         body = iter(http_response.iter_bytes())
         ended = False
@@ -725,7 +726,7 @@ def _drive_raw(manager: Any, adapter: Any, wire: _WireFormat) -> Iterator[Delta]
                 if not data:
                     continue
                 failed = False
-                for delta in feed(loads(data)):
+                for delta in feed(loads(data.decode("utf-8"))):
                     yield delta
                     if type(delta) is ProviderError:
                         failed = True
@@ -744,7 +745,7 @@ async def _adrive(call: _Call) -> AsyncIterator[Delta]:
     resource = call.resource()
     opener = call.raw_opener(resource)
     if opener is not None:
-        raw = _adrive_raw(opener(**call.request), call.adapter, call.wire)
+        raw: Any = _adrive_raw(opener(**call.request), call.adapter, call.wire)
         try:
             async for delta in raw:
                 yield delta
@@ -791,7 +792,7 @@ async def _adrive_raw(manager: Any, adapter: Any, wire: _WireFormat) -> AsyncIte
         decoder = SSEDecoder()
         decode = decoder.feed
         feed = adapter.feed
-        loads = json.loads
+        loads = _json_text
         named_only = wire.named_events_only
         body = http_response.aiter_bytes().__aiter__()
         ended = False
@@ -815,7 +816,7 @@ async def _adrive_raw(manager: Any, adapter: Any, wire: _WireFormat) -> AsyncIte
                 if not data:
                     continue
                 failed = False
-                for delta in feed(loads(data)):
+                for delta in feed(loads(data.decode("utf-8"))):
                     yield delta
                     if type(delta) is ProviderError:
                         failed = True

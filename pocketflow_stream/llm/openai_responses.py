@@ -23,7 +23,7 @@ This module knows the Responses wire format and nothing of the engine.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from ._wire import EventDispatch
 from ._wire import arguments_text as _arguments_text
@@ -45,8 +45,20 @@ __all__ = ["OpenAIResponsesAdapter", "openai_responses_deltas"]
 
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
-# A streamed text is keyed by what it is and where it sits: (kind, item id, part index).
-_TextKey = Tuple[str, str, int]
+# A streamed text is keyed by what it is and where it sits: (kind, output slot, part index).
+# The slot is found from the item id or the output index, whichever the adapter has seen.
+_TextKey = Tuple[str, int, int]
+
+_TEXT_KINDS = {
+    "response.output_text.delta": ("text", "content_index"),
+    "response.output_text.done": ("text", "content_index"),
+    "response.refusal.delta": ("refusal", "content_index"),
+    "response.refusal.done": ("refusal", "content_index"),
+    "response.reasoning_summary_text.delta": ("summary", "summary_index"),
+    "response.reasoning_summary_text.done": ("summary", "summary_index"),
+    "response.reasoning_text.delta": ("reasoning_text", "content_index"),
+    "response.reasoning_text.done": ("reasoning_text", "content_index"),
+}
 
 
 class _FunctionCall:
@@ -76,6 +88,10 @@ class OpenAIResponsesAdapter(EventDispatch):
         self._calls_by_output: Dict[int, _FunctionCall] = {}
         self._texts: Dict[_TextKey, List[str]] = {}
         self._reasoning_key: Optional[_TextKey] = None
+        self._slots_by_item: Dict[str, int] = {}
+        self._slots_by_output: Dict[int, int] = {}
+        self._latest_slot: Optional[int] = None
+        self._slot_count = 0
         self._handlers: Dict[str, Callable[[Any, List[Delta]], None]] = {
             "response.output_text.delta": self._text_delta,
             "response.output_text.done": self._text_done,
@@ -104,13 +120,38 @@ class OpenAIResponsesAdapter(EventDispatch):
 
     # -- text, refusal, reasoning ------------------------------------------------------------
 
-    def _text_delta(self, event: Any, out: List[Delta]) -> None:
-        self._emit_text(_text_key(event), _field(event, "delta", ""), out)
+    def _text_delta(self, event: Mapping[str, Any], out: List[Delta]) -> None:
+        self._emit_text(self._text_key(event), event.get("delta"), out)
 
-    def _text_done(self, event: Any, out: List[Delta]) -> None:
-        kind = _field(event, "type", "")
-        final = _field(event, "refusal" if kind.startswith("response.refusal") else "text")
-        self._reconcile_text(_text_key(event), final, out)
+    def _text_done(self, event: Mapping[str, Any], out: List[Delta]) -> None:
+        key = self._text_key(event)
+        self._reconcile_text(key, event.get("refusal" if key[0] == "refusal" else "text"), out)
+
+    def _text_key(self, event: Mapping[str, Any]) -> _TextKey:
+        kind, part_field = _TEXT_KINDS[event.get("type")]  # type: ignore[index]
+        slot = self._slot(event.get("item_id"), event.get("output_index"))
+        return (kind, slot, event.get(part_field) or 0)
+
+    def _slot(self, item_id: Any, output_index: Any) -> int:
+        """The output item a text event belongs to. Found by its item id, else by its output
+        index — servers (Copilot-style endpoints) may send a new item id on every event of
+        one item while the output index stays — else, with neither, the item seen last."""
+        slot = self._slots_by_item.get(item_id) if item_id else None
+        has_index = type(output_index) is int
+        if slot is None and has_index:
+            slot = self._slots_by_output.get(output_index)
+        if slot is None:
+            if not item_id and not has_index and self._latest_slot is not None:
+                slot = self._latest_slot
+            else:
+                self._slot_count += 1
+                slot = self._slot_count
+        if item_id:
+            self._slots_by_item[item_id] = slot
+        if has_index:
+            self._slots_by_output[output_index] = slot
+        self._latest_slot = slot
+        return slot
 
     def _reconcile_text(self, key: _TextKey, final: Any, out: List[Delta]) -> None:
         if not isinstance(final, str):
@@ -155,36 +196,51 @@ class OpenAIResponsesAdapter(EventDispatch):
             self._reconcile_arguments(call, _field(item, "arguments"), out)
             self._end(call, out)
         elif kind == "message":
+            slot = self._slot(item_id, _field(event, "output_index"))
             for position, part in enumerate(_field(item, "content", ())):
                 part_kind = _field(part, "type")
                 if part_kind == "output_text":
-                    self._reconcile_text(("text", item_id, position), _field(part, "text"), out)
+                    self._reconcile_text(("text", slot, position), _field(part, "text"), out)
                 elif part_kind == "refusal":
-                    key = ("refusal", item_id, position)
+                    key = ("refusal", slot, position)
                     self._reconcile_text(key, _field(part, "refusal"), out)
         elif kind == "reasoning":
+            slot = self._slot(item_id, _field(event, "output_index"))
             for position, part in enumerate(_field(item, "summary", ())):
-                key = ("summary", item_id, position)
+                key = ("summary", slot, position)
                 self._reconcile_text(key, _field(part, "text"), out)
             for position, part in enumerate(_field(item, "content", ())):
-                key = ("reasoning_text", item_id, position)
+                key = ("reasoning_text", slot, position)
                 self._reconcile_text(key, _field(part, "text"), out)
 
-    def _arguments_delta(self, event: Any, out: List[Delta]) -> None:
-        call = self._call(_field(event, "item_id"), _field(event, "output_index"))
-        self._name_call(call, None, None, out)  # announces a call whose item was never added
-        self._add_arguments(call, _field(event, "delta", ""), out)
+    def _arguments_delta(self, event: Mapping[str, Any], out: List[Delta]) -> None:
+        call = self._call(event.get("item_id"), event.get("output_index"), continues=True)
+        if not call.announced:
+            self._name_call(call, None, None, out)  # a call whose item was never added
+        text = event.get("delta")
+        if text:
+            call.arguments.append(text)
+            out.append(ToolCallDelta(call.index, text))
 
     def _arguments_done(self, event: Any, out: List[Delta]) -> None:
-        call = self._call(_field(event, "item_id"), _field(event, "output_index"))
+        call = self._call(_field(event, "item_id"), _field(event, "output_index"), continues=True)
         self._name_call(call, None, _field(event, "name"), out)
         self._reconcile_arguments(call, _field(event, "arguments"), out)
         self._end(call, out)
 
-    def _call(self, item_id: Optional[str], output_index: Any) -> _FunctionCall:
+    def _call(
+        self, item_id: Optional[str], output_index: Any, continues: bool = False
+    ) -> _FunctionCall:
+        """The call an event is about: by item id, else by output index (an id may change
+        from event to event), else — for an arguments event carrying neither — the call
+        still open."""
         call = self._calls_by_item.get(item_id) if item_id else None
         if call is None and isinstance(output_index, int):
             call = self._calls_by_output.get(output_index)
+        if call is None and continues and not item_id and not isinstance(output_index, int):
+            latest = self._calls[-1] if self._calls else None
+            if latest is not None and not latest.ended:
+                call = latest
         if call is None:
             call = _FunctionCall(len(self._calls))
             self._calls.append(call)
@@ -256,18 +312,6 @@ class OpenAIResponsesAdapter(EventDispatch):
         if code == "error":  # the event's own type, not an error code
             code = None
         out.append(ProviderError(str(message), None if code is None else str(code)))
-
-
-def _text_key(event: Any) -> _TextKey:
-    kind = _field(event, "type", "")
-    item_id = _field(event, "item_id", "")
-    if kind.startswith("response.reasoning_summary"):
-        return ("summary", item_id, _field(event, "summary_index", 0))
-    if kind.startswith("response.reasoning_text"):
-        return ("reasoning_text", item_id, _field(event, "content_index", 0))
-    if kind.startswith("response.refusal"):
-        return ("refusal", item_id, _field(event, "content_index", 0))
-    return ("text", item_id, _field(event, "content_index", 0))
 
 
 def _usage_from(raw: Any) -> Optional[Usage]:

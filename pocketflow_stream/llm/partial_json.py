@@ -15,6 +15,13 @@ What a healed value shows, so that it never shows something that later changes o
 
 (Duplicate keys are the one exception: as in `json.loads`, the last one wins.)
 
+Successive healed values share their finished parts (an array, object or string that has closed
+is built once and then handed out again by every later call), so showing the value after every
+fragment costs the new text plus the still-open spine, not the whole value each time. To make
+that sharing safe, healed arrays and objects are read-only views (subclasses of `list` and
+`dict` whose mutating methods raise TypeError); a view never changes after it is returned, and
+`copy.deepcopy(view)` gives plain, mutable lists and dicts. `finish()` returns plain ones.
+
 This module knows JSON only: nothing of providers, deltas or the engine.
 """
 
@@ -87,14 +94,67 @@ class _SyntaxProblem(Exception):
 
 
 class _Frame:
-    """An array or object being built, and for an object the key whose value comes next."""
+    """An array or object being built, and for an object the key whose value comes next.
 
-    __slots__ = ("container", "is_object", "key")
+    `container` is the plain value `finish` returns; `shown` holds the same members as they are
+    shown by `healed`: finished arrays and objects as their read-only views, made once.
+    """
+
+    __slots__ = ("container", "shown", "is_object", "key")
 
     def __init__(self, container: Union[Dict[str, Any], List[Any]]) -> None:
         self.container = container
         self.is_object = isinstance(container, dict)
+        self.shown: Union[Dict[str, Any], List[Any]] = {} if self.is_object else []
         self.key: str = ""
+
+
+_READ_ONLY_MESSAGE = (
+    "a healed PartialJSON value is read-only: successive values share their finished parts, "
+    "so changing one would change the others; make a mutable copy with copy.deepcopy(value)"
+)
+
+
+def _refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+    raise TypeError(_READ_ONLY_MESSAGE)
+
+
+class _ReadOnlyList(List[Any]):
+    """A healed array: a `list` whose mutating methods raise TypeError (see the module doc)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __copy__(self) -> List[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> List[Any]:
+        return _copy_json(self)  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (list, (list(self),))
+
+
+class _ReadOnlyDict(Dict[str, Any]):
+    """A healed object: a `dict` whose mutating methods raise TypeError (see the module doc)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __copy__(self) -> Dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> Dict[str, Any]:
+        return _copy_json(self)  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (dict, (dict(self),))
+
+
+_list_append = list.append
+_dict_set = dict.__setitem__
 
 
 class StringWatch:
@@ -211,6 +271,10 @@ class PartialJSON:
         self._state = _EXPECT_VALUE
         self._stack: List[_Frame] = []
         self._root: Any = _NOTHING
+        self._root_view: Any = _NOTHING  # the finished top-level value as `healed` shows it
+        self._changes = 0  # counts changes to what `healed` shows
+        self._healed_at = -1  # `_changes` when `_healed` was made
+        self._healed: Any = _NOTHING
         self._string_parts: List[str] = []  # the open string's decoded pieces
         self._string_chunks = 0  # how many leading pieces are joined chunks (see _compact_string)
         self._compact_at = _COMPACT_EVERY
@@ -338,6 +402,8 @@ class PartialJSON:
         raise _SyntaxProblem(position, f"expected a value, found {char!r}")
 
     def _scan_string(self, text: str, position: int) -> int:
+        if not self._string_is_key:
+            self._changes += 1
         parts = self._string_parts
         end = len(text)
         while True:
@@ -406,30 +472,52 @@ class PartialJSON:
 
     # -- building the value --------------------------------------------------------------
 
-    def _attach(self, value: Any) -> None:
+    def _attach(self, value: Any, shown: Any) -> None:
+        """Adds a value to the innermost container: `value` to the plain one, `shown` (its view,
+        or _NOTHING for a container that is still open) to the shown one."""
+        self._changes += 1
         stack = self._stack
         if not stack:
             self._root = value
+            self._root_view = shown
             return
         frame = stack[-1]
         if frame.is_object:
             frame.container[frame.key] = value  # type: ignore[index,call-overload]
+            if shown is not _NOTHING:
+                frame.shown[frame.key] = shown  # type: ignore[index,call-overload]
         else:
             frame.container.append(value)  # type: ignore[union-attr]
+            if shown is not _NOTHING:
+                frame.shown.append(shown)  # type: ignore[union-attr]
 
     def _add_value(self, value: Any) -> None:
-        self._attach(value)
+        self._attach(value, value)
         self._state = _EXPECT_COMMA_OR_END if self._stack else _AFTER_TOP_VALUE
 
     def _open_container(self, container: Union[Dict[str, Any], List[Any]]) -> None:
-        self._attach(container)
+        self._attach(container, _NOTHING)
         self._stack.append(_Frame(container))
 
     def _close_container(self) -> None:
-        self._stack.pop()
-        self._state = _EXPECT_COMMA_OR_END if self._stack else _AFTER_TOP_VALUE
+        # What it shows does not change, so `_changes` stays: a cached view is still right.
+        frame = self._stack.pop()
+        shown = frame.shown
+        view = _ReadOnlyDict(shown) if frame.is_object else _ReadOnlyList(shown)
+        if self._stack:
+            parent = self._stack[-1]
+            if parent.is_object:
+                parent.shown[parent.key] = view  # type: ignore[index,call-overload]
+            else:
+                parent.shown.append(view)  # type: ignore[union-attr]
+            self._state = _EXPECT_COMMA_OR_END
+        else:
+            self._root_view = view
+            self._state = _AFTER_TOP_VALUE
 
     def _open_string(self, is_key: bool) -> None:
+        if not is_key:
+            self._changes += 1  # an open string value shows as ""
         parts: List[str] = []
         self._string_parts = parts
         self._string_chunks = 0
@@ -514,31 +602,47 @@ class PartialJSON:
         return watch
 
     def healed(self, default: Any = None) -> Any:
-        """Returns the best value so far: a fresh copy with open strings, arrays and objects
-        closed, following the rules in this module's docstring (so every snapshot is consistent
-        with the final value). Returns `default` while nothing can be shown yet (no text, or a
-        top-level number or literal still incomplete). Costs O(size of the value so far).
+        """Returns the best value so far, with open strings, arrays and objects closed,
+        following the rules in this module's docstring (so every value is consistent with the
+        final one). Returns `default` while nothing can be shown yet (no text, or a top-level
+        number or literal still incomplete).
+
+        Arrays and objects come as read-only views (`list` and `dict` subclasses whose mutating
+        methods raise TypeError), because successive calls share their finished parts; a view
+        never changes once returned. `copy.deepcopy(value)` gives a plain, mutable copy.
+
+        Costs nothing new when nothing shown has changed since the last call (the same value is
+        returned); otherwise the length of a string still open plus, for each array and object
+        still open, a C-level copy of its member references. Finished parts cost nothing.
 
         After an error, returns the value as it was just before the bad character.
         """
-        string_open = self._state == _IN_STRING and not self._string_is_key
-        if not self._stack:
-            if self._root is not _NOTHING:
-                return _copy_json(self._root)
-            if string_open:
-                return "".join(self._string_parts)
-            return default
-        snapshot = _copy_json(self._root)
-        if string_open:
-            innermost = snapshot
-            for frame in self._stack[:-1]:
-                innermost = innermost[frame.key] if frame.is_object else innermost[-1]
-            text = "".join(self._string_parts)
-            if self._stack[-1].is_object:
-                innermost[self._stack[-1].key] = text
+        if self._healed_at != self._changes:
+            self._healed = self._build_view()
+            self._healed_at = self._changes
+        return default if self._healed is _NOTHING else self._healed
+
+    def _build_view(self) -> Any:
+        if self._state == _IN_STRING and not self._string_is_key:
+            parts = self._string_parts
+            child: Any = parts[0] if len(parts) == 1 else "".join(parts)
+        else:
+            child = _NOTHING
+        stack = self._stack
+        if not stack:
+            return self._root_view if self._root_view is not _NOTHING else child
+        # Inside out: each open container shows its finished members and its open last one.
+        for frame in reversed(stack):
+            if frame.is_object:
+                view: Any = _ReadOnlyDict(frame.shown)
+                if child is not _NOTHING:
+                    _dict_set(view, frame.key, child)
             else:
-                innermost.append(text)
-        return snapshot
+                view = _ReadOnlyList(frame.shown)
+                if child is not _NOTHING:
+                    _list_append(view, child)
+            child = view
+        return child
 
     @property
     def complete(self) -> bool:
@@ -651,27 +755,28 @@ def _decode_escape(text: str, start: int) -> Tuple[str, int]:
 
 
 def _copy_json(value: Any) -> Any:
-    """A fresh copy of the arrays and objects in `value` (iterative: depth costs no stack)."""
+    """A plain, mutable copy of the arrays and objects in `value`, read-only views included
+    (iterative: depth costs no stack)."""
     if not isinstance(value, (dict, list)):
         return value
-    top = type(value)()
+    top: Any = {} if isinstance(value, dict) else []
     pending = [(value, top)]
     while pending:
         source, target = pending.pop()
         if isinstance(source, dict):
             for key, item in source.items():
                 if isinstance(item, (dict, list)):
-                    copied = type(item)()
+                    copied: Any = {} if isinstance(item, dict) else []
                     pending.append((item, copied))
                     item = copied
-                target[key] = item
+                dict.__setitem__(target, key, item)
         else:
             for item in source:
                 if isinstance(item, (dict, list)):
-                    copied = type(item)()
+                    copied = {} if isinstance(item, dict) else []
                     pending.append((item, copied))
                     item = copied
-                target.append(item)  # type: ignore[union-attr]
+                list.append(target, item)
     return top
 
 
