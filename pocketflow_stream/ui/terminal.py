@@ -1,38 +1,75 @@
-"""Render a streamed run in a terminal: node-tagged, live, reasoning apart from the answer.
+"""The terminal view of a run: node-tagged, live, thinking dimmed, tool calls as they stream.
 
-Knows the engine's chunks and events and the llm layer's deltas; knows no provider format.
-Works as a pull consumer (`render(flow.run_stream(shared))`) or as a push callback
-(`flow.run(shared, on_chunk=TerminalRenderer())`).
+Draws the transcript fold (`ui/transcript.py`): each item goes into a `Transcript` and the
+view writes only what grew — it never redraws. Works as a pull consumer
+(`render(flow.run_stream(shared))`) or as a push callback
+(`flow.run(shared, on_chunk=TerminalRenderer())`). Colour only on a terminal and never when
+`NO_COLOR` is set; on a pipe, plain lines.
+
+Knows the transcript's steps and ANSI codes; knows no provider format.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any, Generator, Optional, TextIO, Tuple
+from typing import Any, Dict, Generator, List, Optional, TextIO
 
-from ..events import Chunk, NodeFinished, Retry
-from ..llm.deltas import (
-    Finish,
-    ProviderError,
-    ReasoningDelta,
-    RefusalDelta,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
+from .transcript import Step, ToolCallView, Transcript
+
+__all__ = ["TerminalRenderer", "render", "wants_color"]
+
+_BOLD, _DIM, _CYAN, _RED, _GREEN, _RESET = (
+    "\033[1m",
+    "\033[2m",
+    "\033[36m",
+    "\033[31m",
+    "\033[32m",
+    "\033[0m",
 )
 
-__all__ = ["TerminalRenderer", "render"]
 
-_BOLD, _DIM, _CYAN, _RED, _RESET = "\033[1m", "\033[2m", "\033[36m", "\033[31m", "\033[0m"
+def wants_color(out: TextIO) -> bool:
+    """Colour for `out`: only a terminal, and never with `NO_COLOR` set (no-color.org) or
+    `TERM=dumb`."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class _Shown:
+    """How much of one step is on screen already."""
+
+    __slots__ = (
+        "attempt",
+        "thinking",
+        "text",
+        "refusal",
+        "calls",
+        "results",
+        "values",
+        "error",
+        "finish",
+    )
+
+    def __init__(self, attempt: int) -> None:
+        self.attempt = attempt
+        self.thinking = self.text = self.refusal = 0
+        self.calls: Dict[str, List[Any]] = {}  # call id -> [characters shown, closed]
+        self.results = self.values = 0
+        self.error = self.finish = False
 
 
 class TerminalRenderer:
-    """Writes chunks as they come: a `[Agent > Plan]` header whenever the source changes, the
-    answer as plain text, reasoning dimmed under `thinking:`, tool calls as `-> name(args)`
-    with the JSON arguments appearing while they arrive.
+    """Writes a run as it streams: a `[Agent > Plan]` header whenever the step being written
+    changes, the answer as plain text, thinking dimmed under `thinking:`, tool calls as
+    `-> name(args)` with the arguments appearing while they arrive (`[invalid arguments: not
+    run]` after a call that did not parse), tool results as `name -> result`, batch progress as
+    `3/10 items`, a finish other than stop as `(stopped: length)`.
 
-    Call it with each chunk or event; call `finish()` at the end for the last newline.
+    Call it with each chunk or event (or their dicts); call `finish()` at the end for the last
+    newline. `events=True` also writes lifecycle lines. `transcript` holds the fold.
     """
 
     def __init__(
@@ -43,80 +80,170 @@ class TerminalRenderer:
         events: bool = False,
     ) -> None:
         self.out = out if out is not None else sys.stdout
-        self.color = self.out.isatty() if color is None else color
+        self.color = wants_color(self.out) if color is None else color
         self.events = events
-        self._source: Optional[Tuple[Any, ...]] = None
-        self._mode = ""  # what the current line holds: "", "text", "reasoning", "tool"
+        self.transcript = Transcript()
+        self._shown: Dict[str, _Shown] = {}
+        self._source: Optional[str] = None  # the id of the step being written
+        self._mode = ""  # what the current line holds: "", "text", "thinking", "refusal", "tool"
+        self._call: Optional[str] = None  # the tool call the current line shows
         self._at_line_start = True
+        self._progress: Dict[str, int] = {}  # step id -> the tenth of the batch last written
 
     def __call__(self, item: Any) -> None:
-        if type(item) is Chunk:
-            self._chunk(item)
-        elif self.events:
+        changed = self.transcript.add(item)
+        kind = getattr(item, "type", None) if not isinstance(item, dict) else item.get("type")
+        if kind == "chunk":
+            for step in changed:
+                self._draw(step)
+        elif kind == "retry":
+            error = item["error"] if isinstance(item, dict) else item.error
+            attempt = item["attempt"] if isinstance(item, dict) else item.attempt
+            self._line(f"(attempt {attempt + 1} failed: {error}; retrying)", _RED)
+            self._source = None
+        elif kind == "progress":
+            for step in changed:
+                self._draw_progress(step)
+        elif kind == "interrupt":
+            for step in changed:
+                if step.interrupt is not None and step.status == "paused":
+                    self._line(f"[{step.label}] paused: {_payload_text(step.interrupt)}", _BOLD)
+            self._source = None
+        elif self.events and kind in ("node_started", "node_finished", "flow_finished"):
             self._event(item)
-        elif isinstance(item, Retry):  # a failed attempt's text is on screen: say so, always
-            self._line(f"(attempt {item.attempt + 1} failed: {item.error}; retrying)", _RED)
 
     def finish(self) -> None:
         if not self._at_line_start:
             self._write("\n")
         self.out.flush()
 
-    def _chunk(self, chunk: Chunk) -> None:
-        source = (chunk.path, chunk.item, chunk.attempt)
-        if source != self._source:
-            self._source = source
-            label = " > ".join(chunk.path)
-            if chunk.item is not None:
-                label += f" [{chunk.item}]"
-            if chunk.attempt:
-                label += f" (retry {chunk.attempt})"
-            self._line(f"[{label}]", _BOLD)
-            self._mode = ""
-        data = chunk.data
-        if isinstance(data, TextDelta):
+    # -- drawing a step ------------------------------------------------------------------
+
+    def _draw(self, step: Step) -> None:
+        shown = self._shown.get(step.id)
+        if shown is None or shown.attempt != step.attempt:
+            shown = self._shown[step.id] = _Shown(step.attempt)
+            if step.id == self._source:
+                self._source = None  # a new attempt: its header again, marked
+        if len(step.thinking) > shown.thinking:
+            self._enter(step)
+            self._switch("thinking", "thinking: ", _DIM)
+            self._write(step.thinking[shown.thinking :], _DIM)
+            shown.thinking = len(step.thinking)
+        if len(step.text) > shown.text:
+            self._enter(step)
             self._switch("text", "")
-            self._write(data.text)
-        elif isinstance(data, ReasoningDelta):
-            self._switch("reasoning", "thinking: ", _DIM)
-            self._write(data.text, _DIM)
-        elif isinstance(data, ToolCallStart):
-            self._mode = "tool"
-            self._line(f"-> {data.name}(", _CYAN, end="")
-        elif isinstance(data, ToolCallDelta):
-            self._write(data.arguments, _CYAN)
-        elif isinstance(data, ToolCallEnd):
-            self._write(")", _CYAN)
-            self._mode = ""
-        elif isinstance(data, Finish):
-            if data.reason not in ("stop", "tool_calls"):
-                self._line(f"(stopped: {data.reason})", _RED)
-        elif isinstance(data, RefusalDelta):
+            self._write(step.text[shown.text :])
+            shown.text = len(step.text)
+        if len(step.refusal) > shown.refusal:
+            self._enter(step)
             self._switch("refusal", "refusal: ", _RED)
-            self._write(data.text, _RED)
-        elif isinstance(data, ProviderError):
-            self._line(f"provider error: {data.message}", _RED)
-        elif isinstance(data, str):
-            self._switch("text", "")
-            self._write(data)
-        elif hasattr(data, "type"):  # usage, signatures, ...: not for the screen
+            self._write(step.refusal[shown.refusal :], _RED)
+            shown.refusal = len(step.refusal)
+        for call in step.tool_calls:
+            self._draw_call(step, shown, call)
+        for result in step.results[shown.results :]:
+            self._enter(step)
+            name = result.name or "tool"
+            content = result.content if isinstance(result.content, str) else repr(result.content)
+            self._line(f"{name} -> {content}", _RED if result.is_error else _GREEN)
+        shown.results = len(step.results)
+        for value in step.values[shown.values :]:
+            if not hasattr(value, "type"):  # usage, signatures and the like are not for people
+                self._enter(step)
+                self._line(repr(value))
+        shown.values = len(step.values)
+        if step.error is not None and not shown.error:
+            shown.error = True
+            self._enter(step)
+            self._line(f"provider error: {step.error}", _RED)
+        if step.finish_reason not in (None, "stop", "tool_calls") and not shown.finish:
+            shown.finish = True
+            self._enter(step)
+            self._line(f"(stopped: {step.finish_reason})", _RED)
+
+    def _draw_call(self, step: Step, shown: _Shown, call: ToolCallView) -> None:
+        state = shown.calls.get(call.id)
+        text = call.arguments_text
+        if state is None:
+            self._enter(step)
+            self._line(f"-> {call.name}(", _CYAN, end="")
+            state = shown.calls[call.id] = [0, False]
+            self._mode, self._call = "tool", call.id
+        if len(text) > state[0]:
+            self._enter(step)
+            if self._mode != "tool" or self._call != call.id:
+                self._line(f"   {call.name} ...", _CYAN, end="")
+                self._mode, self._call = "tool", call.id
+            self._write(text[state[0] :], _CYAN)
+            state[0] = len(text)
+        if call.done and not state[1]:
+            state[1] = True
+            self._enter(step)
+            if self._mode != "tool" or self._call != call.id:
+                self._line(f"   {call.name} ...", _CYAN, end="")
+            self._write(")", _CYAN)
+            if not call.valid:
+                self._write(f"  [invalid arguments: not run — {call.error}]", _RED)
+            self._mode, self._call = "", None
+
+    def _draw_progress(self, step: Step) -> None:
+        if step.progress is None:
             return
+        done, total = step.progress
+        tenth = done * 10 // total if total else 10
+        on_tty = self.color
+        if not on_tty and self._progress.get(step.id) == tenth and done != total:
+            return  # on a pipe: a line per tenth of the batch, not per item
+        self._progress[step.id] = tenth
+        self._enter(step, header=False)
+        text = f"[{step.label}] {done}/{total} items"
+        if on_tty:  # one line, rewritten in place
+            if self._mode != "progress":
+                self._line("", end="")
+            self._write(f"\r{text}", _DIM)
+            self._mode = "progress"
+            if done == total:
+                self._write("\n")
+                self._mode = ""
         else:
-            self._line(repr(data))
+            self._line(text)
+        self._source = None
+
+    def _enter(self, step: Step, header: bool = True) -> None:
+        """Writes the step's header when the output switches to it."""
+        if self._mode == "progress":
+            self._write("\n")
+            self._mode = ""
+        if step.id == self._source or not header:
+            return
+        self._source = step.id
+        label = step.label
+        if step.attempt:
+            label += f" (retry {step.attempt})"
+        self._line(f"[{label}]", _BOLD)
+        self._mode, self._call = "", None
 
     def _event(self, event: Any) -> None:
-        if isinstance(event, NodeFinished):
-            text = f"({' > '.join(event.path)} -> {event.action!r}, {event.duration * 1000:.0f} ms)"
+        data = event if isinstance(event, dict) else event.to_dict()
+        where = " > ".join(data["path"])
+        if data["type"] == "node_finished":
+            text = f"({where} -> {data['action']!r}, {data['duration'] * 1000:.0f} ms)"
+        elif data["type"] == "flow_finished":
+            text = f"(flow {data['node']} finished -> {data['action']!r}, "
+            text += f"{data['duration'] * 1000:.0f} ms)"
         else:
-            text = f"({event.type}: {' > '.join(event.path)})"
+            text = f"(node_started: {where})"
         self._line(text, _DIM)
         self._source = None
 
+    # -- writing -------------------------------------------------------------------------
+
     def _switch(self, mode: str, label: str, style: str = "") -> None:
         if self._mode != mode:
-            if self._mode:
+            if not self._at_line_start:
                 self._write("\n")
-            self._mode = mode
+            self._mode, self._call = mode, None
             if label:
                 self._write(label, style)
 
@@ -124,15 +251,26 @@ class TerminalRenderer:
         if not self._at_line_start:
             self._write("\n")
         self._write(text + end, style)
+        if end:
+            self._mode, self._call = "", None
 
     def _write(self, text: str, style: str = "") -> None:
         if not text:
             return
+        self._at_line_start = text.endswith("\n")
         if self.color and style:
             text = f"{style}{text}{_RESET}"
         self.out.write(text)
         self.out.flush()
-        self._at_line_start = text.endswith("\n") or text.endswith(f"\n{_RESET}")
+
+
+def _payload_text(interrupt: Any) -> str:
+    payload = getattr(interrupt, "payload", None)
+    if isinstance(payload, dict):
+        for key in ("question", "prompt", "message"):
+            if isinstance(payload.get(key), str):
+                return str(payload[key])
+    return repr(payload)
 
 
 def render(
@@ -142,7 +280,8 @@ def render(
     color: Optional[bool] = None,
     events: bool = False,
 ) -> Any:
-    """Render a `run_stream` generator to the terminal; returns its final action."""
+    """Render a `run_stream` generator to the terminal; returns its final action (or what
+    the walk returned, e.g. a paused run's handle)."""
     renderer = TerminalRenderer(out, color=color, events=events)
     try:
         while True:

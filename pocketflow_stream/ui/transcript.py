@@ -747,7 +747,11 @@ def load_item(data: Mapping[str, Any]) -> Any:
     for field in dataclass_fields(cls):
         if field.name in data:
             value = data[field.name]
-            values[field.name] = tuple(value) if field.name == "path" else value
+            if field.name == "path":
+                value = tuple(value)
+            elif field.name == "batch" and value is not None:
+                value = freeze_params(value)
+            values[field.name] = value
     return cls(**values)
 
 
