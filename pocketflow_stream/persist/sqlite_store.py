@@ -57,7 +57,6 @@ _SCHEMA = (
         error TEXT,
         record TEXT
     )""",
-    "CREATE INDEX IF NOT EXISTS pfs_runs_updated ON pfs_runs (updated_at)",
     """CREATE TABLE IF NOT EXISTS pfs_history (
         run_id TEXT NOT NULL,
         seq INTEGER NOT NULL,

@@ -285,9 +285,12 @@ def _decode_envelope(envelope: Dict[str, Any], codecs: Codecs) -> Any:
     return decoder(decode(envelope.get("value"), codecs))
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once: dumps is hot
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text of a JSON-ready value (NaN refused, non-ASCII escaped)."""
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def loads(text: str) -> Any:

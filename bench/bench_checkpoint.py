@@ -1,0 +1,240 @@
+"""Checkpoint benchmarks: every figure is a ratio against a baseline measured in this run.
+
+    python bench/bench_checkpoint.py          # needs the bench extra: pip install -e .[bench]
+    python bench/bench_checkpoint.py --quick
+
+1. A checkpointed node step (1 KB `shared`, SQLiteStore's default durability "node"): the
+   strict JSON walk, the record, the compare-and-set save and its commit, against a bare
+   `BEGIN IMMEDIATE; INSERT ... ON CONFLICT DO UPDATE; COMMIT` of the same bytes on the same
+   kind of file. Target <= 1.5x.
+2. The same two-node loop checkpointed by LangGraph's SQLite checkpointer (SqliteSaver), per
+   step, against ours. Target: ours at least 10x cheaper.
+3. Each durability mode's cost per step ("node", "power", "pause").
+4. Uncheckpointed runs are unchanged: a plain run with the persist layer imported against one
+   in a process that never imported it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+from typing_extensions import TypedDict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # measure this checkout
+
+BLOB = "x" * 960  # with the counters, `shared` encodes to about 1 KB
+
+
+def best_of(repeats: int, measure: Callable[[], float]) -> float:
+    return min(measure() for _ in range(repeats))
+
+
+def fresh_file(folder: str, name: str) -> str:
+    path = os.path.join(folder, name)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    return path
+
+
+# --- 1. a checkpointed step against a bare upsert commit ---------------------------------
+
+
+def bare_upsert(folder: str, steps: int, text: str) -> float:
+    """The floor: the same bytes written and committed the cheapest correct way."""
+    path = fresh_file(folder, "bare.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, seq INTEGER, record TEXT)")
+    upsert = (
+        "INSERT INTO runs (run_id, seq, record) VALUES (?, ?, ?) "
+        "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, record = excluded.record"
+    )
+    gc.collect()
+    start = time.perf_counter()
+    for seq in range(steps):
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(upsert, ("run", seq, text))
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return elapsed / steps
+
+
+def store_step(folder: str, steps: int, durability: str = "node") -> float:
+    """A checkpoint as the durable run layer takes it after a node: encode shared strictly,
+    build the record, compare-and-set save and commit."""
+    from pocketflow_stream.persist import Record, SQLiteStore, encode
+
+    path = fresh_file(folder, f"store-{durability}.db")
+    store = SQLiteStore(path, durability=durability)
+    lease = store.claim("run", "bench", ttl=600)
+    shared: Dict[str, Any] = {"turn": 0, "blob": BLOB}
+    position = {"version": 1, "frames": [{"flow": "Loop", "node": "Plan"}], "next_id": 0}
+    seq = 0
+    gc.collect()
+    start = time.perf_counter()
+    for step in range(steps):
+        shared["turn"] = step
+        status = "running" if step < steps - 1 else "done"
+        record = Record("run", status, position, encode(shared, writer="Loop > Plan"), at="Plan")
+        seq = store.save(lease, seq, record)
+    elapsed = time.perf_counter() - start
+    store.close()
+    return elapsed / steps
+
+
+def record_text() -> str:
+    from pocketflow_stream.persist import Record
+
+    position = {"version": 1, "frames": [{"flow": "Loop", "node": "Plan"}], "next_id": 0}
+    shared = {"turn": 0, "blob": BLOB}
+    return Record("run", "running", position, shared, at="Plan").to_json(1, time.time())
+
+
+# --- 2. LangGraph's SQLite checkpointer on the same loop ---------------------------------
+
+
+def langgraph_step(folder: str, turns: int) -> float:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        turn: int
+        turns: int
+        blob: str
+
+    def plan(state: Dict[str, Any]) -> Dict[str, Any]:
+        return {"turn": state["turn"] + 1}
+
+    def act(state: Dict[str, Any]) -> Dict[str, Any]:
+        return {}
+
+    def route(state: Dict[str, Any]) -> str:
+        return "act" if state["turn"] < state["turns"] else END
+
+    graph = StateGraph(State)
+    graph.add_node("plan", plan)
+    graph.add_node("act", act)
+    graph.add_edge(START, "plan")
+    graph.add_conditional_edges("plan", route, ["act", END])
+    graph.add_edge("act", "plan")
+    path = fresh_file(folder, "langgraph.db")
+    connection = sqlite3.connect(path, check_same_thread=False)
+    app = graph.compile(checkpointer=SqliteSaver(connection))
+    config = {"configurable": {"thread_id": "bench"}, "recursion_limit": 4 * turns + 10}
+    gc.collect()
+    start = time.perf_counter()
+    final = app.invoke({"turn": 0, "turns": turns, "blob": BLOB}, config)
+    elapsed = time.perf_counter() - start
+    assert final["turn"] == turns
+    connection.close()
+    return elapsed / (2 * turns - 1)
+
+
+# --- 4. uncheckpointed runs with and without the persist layer imported ------------------
+
+PLAIN_LOOP = """
+import sys, time, gc
+sys.path.insert(0, {root!r})
+import pocketflow_stream as pfs
+if {imported}:
+    import pocketflow_stream.persist  # noqa: F401
+class Plan(pfs.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["turn"] += 1
+        return "act" if shared["turn"] < shared["turns"] else "done"
+class Act(pfs.Node):
+    pass
+plan, act = Plan(), Act()
+plan - "act" >> act
+act >> plan
+flow = pfs.Flow(start=plan)
+best = float("inf")
+for _ in range(5):
+    shared = {{"turn": 0, "turns": {turns}}}
+    gc.collect()
+    start = time.perf_counter()
+    for _ in flow.run_stream(shared):
+        pass
+    best = min(best, (time.perf_counter() - start) / (2 * {turns} - 1))
+print(best)
+"""
+
+
+def plain_step(imported: bool, turns: int) -> float:
+    root = str(Path(__file__).resolve().parent.parent)
+    script = PLAIN_LOOP.format(root=root, imported=imported, turns=turns)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr)
+    return float(done.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="a smaller, noisier run")
+    args = parser.parse_args()
+    steps = 500 if args.quick else 3000
+    turns = 100 if args.quick else 500
+    repeats = 3 if args.quick else 5
+    results: Dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        text = record_text()
+        results["record_bytes"] = len(text)
+        bare = best_of(repeats, lambda: bare_upsert(folder, steps, text))
+        ours = best_of(repeats, lambda: store_step(folder, steps))
+        results["store_step_us"] = ours * 1e6
+        results["bare_upsert_us"] = bare * 1e6
+        results["store_vs_bare"] = ours / bare
+        for durability in ("node", "power", "pause"):
+            count = steps // 10 if durability == "power" else steps
+            cost = best_of(repeats, lambda d=durability, n=count: store_step(folder, n, d))
+            results[f"durability_{durability}_us"] = cost * 1e6
+        try:
+            theirs = best_of(repeats, lambda: langgraph_step(folder, turns))
+        except ImportError:
+            print("LangGraph is not installed (pip install -e .[bench]): skipping its figure")
+        else:
+            results["langgraph_step_us"] = theirs * 1e6
+            results["langgraph_vs_store_step"] = theirs / ours
+    loop_turns = 20_000 if args.quick else 100_000
+    without = plain_step(False, loop_turns)
+    with_persist = plain_step(True, loop_turns)
+    results["plain_step_ns"] = without * 1e9
+    results["plain_step_with_persist_imported_ratio"] = with_persist / without
+
+    print(f"record: {results['record_bytes']} bytes of JSON")
+    print(
+        f"checkpointed step (store level) / bare upsert commit: {results['store_vs_bare']:.2f}x "
+        f"({results['store_step_us']:.1f} us vs {results['bare_upsert_us']:.1f} us; "
+        f"target <= 1.5x)"
+    )
+    if "langgraph_step_us" in results:
+        print(
+            f"LangGraph SqliteSaver step / ours: {results['langgraph_vs_store_step']:.1f}x "
+            f"({results['langgraph_step_us']:.0f} us; target >= 10x)"
+        )
+    for durability in ("node", "power", "pause"):
+        print(f"durability {durability!r}: {results[f'durability_{durability}_us']:.1f} us/step")
+    print(
+        f"uncheckpointed step with persist imported / without: "
+        f"{results['plain_step_with_persist_imported_ratio']:.2f}x "
+        f"({results['plain_step_ns']:.0f} ns)"
+    )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
