@@ -319,3 +319,34 @@ def test_any_split_yields_the_same_message(data):
     ]
     assert [(b.text, b.signature) for b in message.reasoning_blocks] == [("Plan it.", "sig")]
     assert (message.usage, message.finish_reason) == (Usage(12, 30, 42, None, 4), "tool_calls")
+
+
+# --- indexes a proxy may omit (issue 10 §3) ------------------------------------------------
+
+
+def without_index(event: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in event.items() if key != "index"}
+
+
+def test_deltas_and_stops_without_a_block_index_belong_to_the_block_started_last():
+    """A proxy that keeps `index` on content_block_start but drops it from the deltas and
+    stops: block 0 is not a default to pour everything into."""
+    events = [
+        message_start(),
+        start(0, {"type": "text", "text": ""}),
+        without_index(delta(0, type="text_delta", text="Checking.")),
+        without_index(stop(0)),
+        start(1, tool_block("toolu_1", "get_weather")),
+        without_index(delta(1, type="input_json_delta", partial_json='{"city": ')),
+        without_index(delta(1, type="input_json_delta", partial_json='"Paris"}')),
+        without_index(stop(1)),
+        message_delta("tool_use"),
+        {"type": "message_stop"},
+    ]
+
+    message = accumulate(anthropic_deltas(events))
+
+    assert message.content == "Checking."
+    assert [(c.id, c.name, c.arguments) for c in message.tool_calls] == [
+        ("toolu_1", "get_weather", {"city": "Paris"})
+    ]

@@ -170,3 +170,20 @@ def test_options_reach_the_openai_adapter():
     stream: List[Dict[str, Any]] = [chunk({"content": "<think>a</think>b"})]
     assert list(litellm_deltas(stream, think_tags=True)) == [ReasoningDelta("a"), TextDelta("b")]
     assert isinstance(LiteLLMAdapter(), OpenAIChatAdapter)
+
+
+def test_rotating_tool_call_ids_without_index_stay_one_call_on_objects_and_dicts():
+    """LiteLLM shares the Chat Completions adapter's keying: a fresh `id` per fragment without
+    an `index` continues the call under way (issue 10 §3), as objects and as dicts."""
+    fragments = [
+        {"id": "call_x1", "type": "function", "function": {"name": "f", "arguments": '{"q": '}},
+        {"id": "call_x2", "type": "function", "function": {"arguments": '"paris"}'}},
+    ]
+    chunks = [chunk({"tool_calls": [fragment]}) for fragment in fragments]
+    chunks.append(chunk(finish="tool_calls"))
+
+    for stream in (chunks, [as_object(c) for c in chunks]):
+        message = accumulate(litellm_deltas(stream))
+        assert [(c.id, c.name, c.arguments) for c in message.tool_calls] == [
+            ("call_x1", "f", {"q": "paris"})
+        ]

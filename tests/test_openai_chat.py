@@ -632,3 +632,34 @@ def test_any_split_with_the_head_repeated_on_every_fragment(data):
         ("call_1", "run", raw, TRICKY),
         ("call_2", "run", raw, TRICKY),
     ]
+
+
+# --- ids a server may rotate or omit (issue 10 §3) -----------------------------------------
+
+
+def test_an_id_rotating_on_every_fragment_without_an_index_stays_one_call():
+    """A proxy that drops `index` and sends a fresh `id` on every fragment of one call (the
+    shape of the Responses item-id rotation, https://github.com/BerriAI/litellm/pull/30072,
+    seen through a Chat Completions bridge): the id alone must not open a call per fragment."""
+    chunks = [
+        tools(call(id="call_r1", name="get_weather", arguments="")),
+        tools(call(id="call_r2", arguments='{"city": ')),
+        tools(call(id="call_r3", arguments='"Paris"}')),
+        tools(call(id="call_r4", name="get_time", arguments='{"tz": "CET"}')),  # a new call
+        chunk(finish="tool_calls"),
+    ]
+
+    assert calls_of(chunks) == [
+        ("call_r1", "get_weather", {"city": "Paris"}, True),
+        ("call_r4", "get_time", {"tz": "CET"}, True),
+    ]
+
+
+def test_an_id_omitted_on_later_fragments_and_the_index_omitted_too():
+    chunks = [
+        tools(call(id="call_1", name="f", arguments='{"a"')),
+        tools(call(arguments=": 1}")),
+        chunk(finish="tool_calls"),
+    ]
+
+    assert calls_of(chunks) == [("call_1", "f", {"a": 1}, True)]

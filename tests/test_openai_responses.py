@@ -390,3 +390,99 @@ def test_any_split_yields_the_same_message(data):
         ("call_z", "weather", arguments)
     ]
     assert (message.usage, message.finish_reason) == (Usage(12, 30, 42, 10, 4), "tool_calls")
+
+
+# --- item ids that rotate (issue 10 §3) ----------------------------------------------------
+
+
+def rotate_item_ids(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Give every event its own item id, as GitHub Copilot's /responses endpoint does: for one
+    output item, `output_item.added`, each part and delta event and `output_item.done` all carry
+    different ids while `output_index` stays (https://github.com/BerriAI/litellm/pull/30072)."""
+    rotated = []
+    for number, original in enumerate(events):
+        copy = dict(original)
+        if "item_id" in copy:
+            copy["item_id"] = f"enc_{number}"
+        if isinstance(copy.get("item"), dict) and "id" in copy["item"]:
+            copy["item"] = {**copy["item"], "id": f"enc_{number}"}
+        rotated.append(copy)
+    return rotated
+
+
+def copilot_shaped_stream() -> List[Dict[str, Any]]:
+    reasoning = {"type": "reasoning", "id": "rs", "summary": []}
+    message = {"type": "message", "id": "msg", "role": "assistant", "content": []}
+    refusal_part = {"type": "refusal", "refusal": "Not that."}
+    where_summary = {"item_id": "rs", "output_index": 0, "summary_index": 0}
+    where_text = {"item_id": "msg", "output_index": 1, "content_index": 0}
+    where_refusal = {"item_id": "msg", "output_index": 1, "content_index": 1}
+    return rotate_item_ids(
+        [
+            event("response.created", response=response("in_progress", usage=None)),
+            event("response.output_item.added", output_index=0, item=reasoning),
+            event("response.reasoning_summary_part.added", **where_summary, part={}),
+            event("response.reasoning_summary_text.delta", **where_summary, delta="Think "),
+            event("response.reasoning_summary_text.delta", **where_summary, delta="twice."),
+            event("response.reasoning_summary_text.done", **where_summary, text="Think twice."),
+            event(
+                "response.output_item.done",
+                output_index=0,
+                item={**reasoning, "summary": [{"type": "summary_text", "text": "Think twice."}]},
+            ),
+            event("response.output_item.added", output_index=1, item=message),
+            event("response.output_text.delta", **where_text, delta="Hello ", logprobs=[]),
+            event("response.output_text.delta", **where_text, delta="there.", logprobs=[]),
+            event("response.output_text.done", **where_text, text="Hello there.", logprobs=[]),
+            event("response.refusal.delta", **where_refusal, delta="Not that."),
+            event("response.refusal.done", **where_refusal, refusal="Not that."),
+            event(
+                "response.output_item.done",
+                output_index=1,
+                item={
+                    **message,
+                    "content": [
+                        {"type": "output_text", "text": "Hello there.", "annotations": []},
+                        refusal_part,
+                    ],
+                },
+            ),
+            event("response.completed", response=response()),
+        ]
+    )
+
+
+def test_item_ids_rotating_on_every_event_fold_text_refusal_and_reasoning_once():
+    events = copilot_shaped_stream()
+    assert len({e.get("item_id") for e in events if "item_id" in e}) > 4  # they do rotate
+
+    message = accumulate(openai_responses_deltas(events))
+
+    assert message.reasoning == "Think twice."
+    assert message.content == "Hello there."
+    assert message.refusal == "Not that."
+
+
+def test_text_events_without_item_id_or_output_index_continue_the_latest_item():
+    events = [
+        event("response.output_text.delta", item_id="msg_1", output_index=0, delta="Hel"),
+        event("response.output_text.delta", delta="lo"),  # a proxy that strips both
+        event("response.output_text.done", text="Hello!"),  # brings what the deltas held back
+        event("response.completed", response=response()),
+    ]
+
+    assert accumulate(openai_responses_deltas(events)).content == "Hello!"
+
+
+def test_arguments_events_without_item_id_or_output_index_continue_the_open_call():
+    events = [
+        event("response.output_item.added", output_index=0, item=function_item("fc_1", "c1", "f")),
+        event("response.function_call_arguments.delta", delta='{"a": '),
+        event("response.function_call_arguments.delta", delta="1}"),
+        event("response.function_call_arguments.done", arguments='{"a": 1}'),
+        event("response.completed", response=response()),
+    ]
+
+    message = accumulate(openai_responses_deltas(events))
+
+    assert [(c.id, c.name, c.arguments) for c in message.tool_calls] == [("c1", "f", {"a": 1})]

@@ -11,7 +11,9 @@ fragments by `index`. Servers bend this, so the adapter assigns its own call ind
 in order of appearance) and routes each wire fragment to a call:
 
 - `index` missing or null: a known `id` continues its call, a new `id` opens a call, no `id`
-  continues the latest call (Ollama, Gemini's OpenAI endpoint, proxies).
+  continues the latest call (Ollama, Gemini's OpenAI endpoint, proxies); a new `id` without a
+  name while the latest call's arguments are incomplete continues it too (a server that
+  rotates ids mid-call, as Poolside does with an index).
 - `id`, `type` and the whole `name` repeated on every fragment are not new calls, and a
   repeated name is not concatenated ("fnfn"); a name sent in pieces is joined.
 - a wire index reused by a new named call (new `id`, or another name once the first call's
@@ -427,6 +429,11 @@ class OpenAIChatAdapter:
             for call in self._calls:
                 if call.id == call_id:
                     return call
+            latest = self._calls[-1] if self._calls else None
+            if name is None and latest is not None and not latest.is_complete():
+                # A new id without a name, while a call is under way: the server rotates ids
+                # (every new call names its function), so it is the same call.
+                return latest
             return self._open()
         if not self._calls:
             return self._open()
