@@ -117,9 +117,18 @@ class Record:
     seq: int = 0
     updated_at: float = 0.0
     version: int = FORMAT_VERSION
+    #: `shared` already as JSON text (the durable run layer encodes it once, to check its
+    #: size); spliced into `to_json` instead of encoding `shared` again
+    shared_json: Optional[str] = field(default=None, repr=False, compare=False)
 
     def to_json(self, seq: int, updated_at: float) -> str:
         """The record as compact JSON text, with the store's `seq` and `updated_at`."""
+        if self.shared_json is not None:
+            head = self._head(seq, updated_at, None)
+            return f"{head[:-5]}{self.shared_json}}}"  # head ends with "null}": shared's place
+        return self._head(seq, updated_at, self.shared)
+
+    def _head(self, seq: int, updated_at: float, shared: Any) -> str:
         return dumps(
             {
                 "version": self.version,
@@ -133,7 +142,7 @@ class Record:
                 "error": self.error,
                 "meta": self.meta,
                 "position": self.position,
-                "shared": self.shared,
+                "shared": shared,
             }
         )
 
