@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pocketflow_stream import AsyncParallelBatchFlow
-from pocketflow_stream.llm import AsyncLLMNode
+from pocketflow_stream import AsyncParallelBatchFlow, AsyncStreamFlow, StreamFlow
+from pocketflow_stream.llm import AsyncLLMNode, LLMNode
 from pocketflow_stream.llm.accumulator import Accumulator
 from pocketflow_stream.llm.anthropic_messages import anthropic_deltas
 from pocketflow_stream.llm.deltas import (
@@ -35,6 +35,7 @@ from pocketflow_stream.llm.models import (
     AnthropicModel,
     AsyncAnthropicModel,
     AsyncOpenAIChatModel,
+    AsyncOpenAIResponsesModel,
     LiteLLMModel,
     OpenAIChatModel,
     OpenAIResponsesModel,
@@ -42,9 +43,11 @@ from pocketflow_stream.llm.models import (
 from pocketflow_stream.llm.openai_chat import openai_chat_deltas
 from pocketflow_stream.llm.openai_responses import openai_responses_deltas
 from pocketflow_stream.llm.replay_server import (
+    Replay,
     error_replay,
     event_replay,
     openai_chat_replay,
+    sse_frame,
 )
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -934,6 +937,293 @@ def test_responses_consumer_that_stops_closes_the_http_stream(replay_server, ope
     deltas.close()
 
     assert replay_server.wait_for_requests(1)[0].outcome == "client_closed"
+
+
+# --- the raw path: the SDK sends the request, we decode the body's SSE --------------------
+#
+# By default the model clients ask the SDK for the unread HTTP response
+# (`with_streaming_response`) and decode its server-sent events themselves; `raw_stream=False`
+# iterates the SDK's own stream objects. Both must give the deltas the adapter reads from the
+# decoded dicts, end alike on errors, and close the connection when the consumer stops.
+
+PROVIDERS = ["chat", "responses", "anthropic"]
+PATHS = ["raw", "sdk"]
+
+
+def provider_replay(provider: str, scenario: str, **options: Any):
+    """(the replay of a recorded scenario, the adapter's deltas for its decoded events)."""
+    if provider == "chat":
+        chunks = openai_chat_scenario(scenario)
+        return openai_chat_replay(chunks, **options), list(openai_chat_deltas(chunks))
+    if provider == "responses":
+        events = responses_scenario(scenario)
+        return event_replay(events, **options), list(openai_responses_deltas(events))
+    events = anthropic_scenario(scenario)
+    return event_replay(events, **options), list(anthropic_deltas(events))
+
+
+def provider_model(provider: str, client: Any, path: str, asynchronous: bool = False):
+    raw = path == "raw"
+    if provider == "chat":
+        kind: Any = AsyncOpenAIChatModel if asynchronous else OpenAIChatModel
+    elif provider == "responses":
+        kind = AsyncOpenAIResponsesModel if asynchronous else OpenAIResponsesModel
+    else:
+        kind = AsyncAnthropicModel if asynchronous else AnthropicModel
+    return kind("m", client=client, raw_stream=raw)
+
+
+@pytest.fixture
+def clients(openai_client, anthropic_client):
+    return {"chat": openai_client, "responses": openai_client, "anthropic": anthropic_client}
+
+
+@pytest.fixture
+async def async_clients(async_openai_client, async_anthropic_client):
+    return {
+        "chat": async_openai_client,
+        "responses": async_openai_client,
+        "anthropic": async_anthropic_client,
+    }
+
+
+def read_raw(request) -> bool:
+    """Whether a request was sent for the raw path (the SDK marks it in a header)."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    return headers.get("x-stainless-raw-response") == "stream"
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("scenario", OPENAI_CHAT_SCENARIOS)
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_both_paths_yield_what_the_adapter_reads_from_the_wire_in_7_byte_writes(
+    provider, scenario, path, replay_server, clients
+):
+    replay, expected = provider_replay(provider, scenario, write_size=7)
+    replay_server.enqueue(replay)
+
+    deltas = list(provider_model(provider, clients[provider], path).stream(HELLO))
+
+    assert deltas == expected
+    assert read_raw(replay_server.wait_for_requests(1)[0]) == (path == "raw")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("scenario", ["text", "parallel_tool_calls", "error"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_both_async_paths_yield_what_the_adapter_reads(
+    provider, scenario, path, replay_server, async_clients
+):
+    replay, expected = provider_replay(provider, scenario, write_size=7)
+    replay_server.enqueue(replay)
+
+    model = provider_model(provider, async_clients[provider], path, asynchronous=True)
+    deltas = [delta async for delta in model.astream(HELLO)]
+
+    assert deltas == expected
+    assert read_raw(replay_server.wait_for_requests(1)[0]) == (path == "raw")
+
+
+def with_events_after_the_error(provider: str):
+    """The error scenario with more output after the error: neither path reads past it."""
+    replay, expected = provider_replay(provider, "error")
+    if provider == "chat":
+        more = sse_frame(chat_chunk({"content": " and more"}))
+    elif provider == "responses":
+        more = sse_frame({"type": "response.output_text.delta", "item_id": "msg_1",
+                          "output_index": 0, "content_index": 0, "delta": " and more"},
+                         event="response.output_text.delta")  # fmt: skip
+    else:
+        more = sse_frame({"type": "content_block_delta", "index": 0,
+                          "delta": {"type": "text_delta", "text": " and more"}},
+                         event="content_block_delta")  # fmt: skip
+    frames = replay.frames
+    if provider == "chat":  # keep `data: [DONE]` last
+        frames = frames[:-1] + (more,) + frames[-1:]
+    else:
+        frames = frames + (more,)
+    return Replay(frames, write_size=7), expected
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_error_event_is_the_last_word_on_both_paths(provider, path, replay_server, clients):
+    replay, expected = with_events_after_the_error(provider)
+    replay_server.enqueue(replay)
+
+    deltas = list(provider_model(provider, clients[provider], path).stream(HELLO))
+
+    assert isinstance(deltas[-1], ProviderError) or isinstance(deltas[-2], ProviderError)
+    assert TextDelta(" and more") not in deltas
+    assert accumulate(deltas).content == "Partial"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_raw_path_consumer_that_stops_closes_the_http_stream(provider, replay_server, clients):
+    replay, _ = provider_replay(provider, "text", hold_after=8)
+    replay_server.enqueue(replay)
+
+    deltas = provider_model(provider, clients[provider], "raw").stream(HELLO)
+    next(deltas)
+    deltas.close()
+
+    (request,) = replay_server.wait_for_requests(1)
+    assert read_raw(request) and request.outcome == "client_closed"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_raw_path_async_consumer_that_stops_closes_the_http_stream(
+    provider, replay_server, async_clients
+):
+    replay, _ = provider_replay(provider, "text", hold_after=8)
+    replay_server.enqueue(replay)
+
+    deltas = provider_model(provider, async_clients[provider], "raw", True).astream(HELLO)
+    await deltas.__anext__()
+    await deltas.aclose()
+
+    (request,) = replay_server.wait_for_requests(1)
+    assert read_raw(request) and request.outcome == "client_closed"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_stopping_an_llm_node_run_stream_closes_the_http_stream(provider, replay_server, clients):
+    replay, _ = provider_replay(provider, "text", hold_after=8)
+    replay_server.enqueue(replay)
+    flow = StreamFlow(start=LLMNode(provider_model(provider, clients[provider], "raw")))
+
+    stream = flow.run_stream({"messages": list(HELLO)})
+    for chunk in stream:
+        if isinstance(chunk.data, TextDelta):
+            break
+    stream.close()
+
+    assert replay_server.wait_for_requests(1)[0].outcome == "client_closed"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_stopping_an_async_llm_node_run_stream_closes_the_http_stream(
+    provider, replay_server, async_clients
+):
+    replay, _ = provider_replay(provider, "text", hold_after=8)
+    replay_server.enqueue(replay)
+    model = provider_model(provider, async_clients[provider], "raw", asynchronous=True)
+    flow = AsyncStreamFlow(start=AsyncLLMNode(model))
+
+    async with flow.run_stream_async({"messages": list(HELLO)}) as stream:
+        async for chunk in stream:
+            if isinstance(chunk.data, TextDelta):
+                break
+
+    assert replay_server.wait_for_requests(1)[0].outcome == "client_closed"
+
+
+REJECTIONS = {
+    "chat": (openai.RateLimitError, {"error": {"message": "Slow down", "type": "requests"}}),
+    "responses": (openai.RateLimitError, {"error": {"message": "Slow down", "type": "requests"}}),
+    "anthropic": (
+        anthropic.RateLimitError,
+        {"type": "error", "error": {"type": "rate_limit_error", "message": "Slow down"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_raw_path_rejected_request_raises_the_sdk_error(provider, replay_server, clients):
+    error, body = REJECTIONS[provider]
+    replay_server.enqueue(error_replay(429, body))
+
+    with pytest.raises(error, match="Slow down"):
+        list(provider_model(provider, clients[provider], "raw").stream(HELLO))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_raw_path_async_rejected_request_raises_the_sdk_error(
+    provider, replay_server, async_clients
+):
+    error, body = REJECTIONS[provider]
+    replay_server.enqueue(error_replay(429, body))
+
+    model = provider_model(provider, async_clients[provider], "raw", asynchronous=True)
+    with pytest.raises(error, match="Slow down"):
+        [delta async for delta in model.astream(HELLO)]
+
+
+def test_raw_path_dropped_connection_raises_the_openai_connection_error(
+    replay_server, openai_client
+):
+    replay, _ = provider_replay("responses", "text", drop_after=5)
+    replay_server.enqueue(replay)
+    received = []
+
+    with pytest.raises(openai.APIConnectionError):
+        for delta in provider_model("responses", openai_client, "raw").stream(HELLO):
+            received.append(delta)
+
+    assert received == [TextDelta("Bonjour, ")]
+
+
+@pytest.mark.anyio
+async def test_raw_path_async_dropped_connection_raises(replay_server, async_openai_client):
+    replay_server.enqueue(openai_chat_replay(openai_chat_scenario("text"), drop_after=2))
+    received = []
+
+    with pytest.raises(openai.APIConnectionError):
+        async for delta in AsyncOpenAIChatModel("m", client=async_openai_client).astream(HELLO):
+            received.append(delta)
+
+    assert received == [TextDelta("Bonjour, ")]
+
+
+def test_a_client_without_a_streaming_response_api_uses_its_stream_objects():
+    """Stand-in clients (test doubles, wrappers) that only have `create` keep working."""
+
+    class Completions:
+        def create(self, **request):
+            return iter([chat_chunk({"content": "hi"}), chat_chunk({}, "stop")])
+
+    client = type("Client", (), {"chat": type("Chat", (), {"completions": Completions()})()})()
+
+    assert accumulate(OpenAIChatModel("m", client=client).stream(HELLO)).content == "hi"
+
+
+# --- item ids a server rotates, through the real SDK (issue 10 §3) -------------------------
+
+
+def rotate_item_ids(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Every event of an item with its own item id, as GitHub Copilot's /responses sends them
+    (https://github.com/BerriAI/litellm/pull/30072); `output_index` stays."""
+    rotated = []
+    for number, original in enumerate(events):
+        copy = dict(original)
+        if "item_id" in copy:
+            copy["item_id"] = f"enc_{number}"
+        if isinstance(copy.get("item"), dict) and "id" in copy["item"]:
+            copy["item"] = {**copy["item"], "id": f"enc_{number}"}
+        rotated.append(copy)
+    return rotated
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("scenario", ["reasoning", "refusal"])
+def test_responses_item_ids_rotating_on_every_event_fold_once(
+    scenario, path, replay_server, openai_client
+):
+    events = rotate_item_ids(responses_scenario(scenario))
+    replay_server.enqueue(event_replay(events, write_size=7))
+
+    deltas = list(provider_model("responses", openai_client, path).stream(HELLO))
+    message = accumulate(deltas)
+
+    if scenario == "reasoning":
+        assert (message.reasoning, message.content) == ("**Adding** two and two.", "4")
+    else:
+        assert message.refusal == "I'm sorry, I can't help."
+    assert deltas == list(openai_responses_deltas(events))
 
 
 # --- LiteLLM -------------------------------------------------------------------------------

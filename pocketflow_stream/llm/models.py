@@ -688,7 +688,13 @@ def _drive(call: _Call) -> Iterator[Delta]:
                 # end of whatever was open.
                 yield reported
                 break
-            yield from adapter.feed(item)
+            failed = False
+            for delta in adapter.feed(item):
+                yield delta
+                if type(delta) is ProviderError:
+                    failed = True
+            if failed:  # an error event the SDK yields (Responses) is the last word too
+                break
         yield from adapter.close()
     finally:
         wire.close_stream(stream)
@@ -771,8 +777,13 @@ async def _adrive(call: _Call) -> AsyncIterator[Delta]:
                     raise
                 yield reported
                 break
+            failed = False
             for delta in adapter.feed(item):
                 yield delta
+                if type(delta) is ProviderError:
+                    failed = True
+            if failed:
+                break
         for delta in adapter.close():
             yield delta
     finally:
