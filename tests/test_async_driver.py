@@ -730,12 +730,26 @@ class Probe:
         self.blocked = anyio.Event()  # everything that will block is blocked
         self.waiting = 0
         self.release = threading.Event()
+        self.resume = anyio.Event()
 
     async def block(self, parties: int = 1) -> None:
         self.waiting += 1
         if self.waiting == parties:
             self.blocked.set()
-        await anyio.sleep(5)  # stopped long before
+        with anyio.move_on_after(5):  # stopped long before; a run the stop missed resumes
+            await self.resume.wait()
+
+    async def let_go(self) -> None:
+        """After a stop: let whatever it failed to stop go on (an awaiting node, a worker
+        thread's step), then wait until that had every chance to run: no thread runs this
+        file's code and every other task on the loop waits."""
+        self.resume.set()
+        self.release.set()
+        with anyio.fail_after(5):
+            await anyio.wait_all_tasks_blocked()
+            while threads_running_this_files_code():
+                await anyio.sleep(0.001)
+            await anyio.wait_all_tasks_blocked()  # what a finished thread's step hands back
 
     def block_in_thread(self) -> None:
         anyio.from_thread.run_sync(self.blocked.set)
@@ -1021,7 +1035,8 @@ async def test_a_stop_closes_what_runs_leaves_no_task_or_thread_and_the_flow_run
     expected = STOPPED_LOG if stop in BREAKS else STOPPED_MID_STEP_LOG
     assert in_order(section, stopped.log) == in_order(section, expected[section])
     assert stopped.busy_threads == []
-    assert probe.log == stopped.log  # and nothing ran later
+    await probe.let_go()
+    assert probe.log == stopped.log  # and nothing ran later, though it was free to
     assert shared == {"warmed up": True}  # no post of the stopped node, nothing later
     assert live_tasks() == before
     if section == "parallel items":
@@ -1047,16 +1062,24 @@ async def test_a_stop_closes_what_runs_leaves_no_task_or_thread_and_the_flow_run
 
 
 class Sleeper(Node):
-    """Blocks for a while in exec, noting the ticker's count before and after."""
+    """Blocks its thread in exec, noting how often the ticker ticked meanwhile: in a worker
+    thread until the loop has ticked three times (however loaded the machine, a free loop gets
+    there; a blocked one never does, and the wait gives up after 5 s); on the loop's own thread
+    for a moment, during which the loop cannot tick at all."""
 
     def exec(self, prep_res):
         ticker = self.params["ticker"]
         before = ticker.ticks
-        time.sleep(0.05)
-        return ticker.ticks - before
+        if self.in_thread:
+            deadline = time.monotonic() + 5
+            while ticker.ticks - before < 3 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        else:
+            time.sleep(0.01)
+        return ticker.ticks - before, threading.get_ident()
 
     def post(self, shared, prep_res, exec_res):
-        shared["ticks while blocked"] = exec_res
+        shared["ticks while blocked"], shared["thread"] = exec_res
 
 
 @pytest.mark.parametrize("in_thread", [True, False])
@@ -1070,7 +1093,11 @@ async def test_an_in_thread_node_that_blocks_leaves_the_event_loop_free(in_threa
         await flow.run_async(shared)
         group.cancel_scope.cancel()
     # in a thread the loop kept ticking; on the loop's own thread it could not tick at all
-    assert (shared["ticks while blocked"] > 0) is in_thread
+    on_the_loop = shared["thread"] == threading.get_ident()
+    if in_thread:
+        assert shared["ticks while blocked"] >= 3 and not on_the_loop
+    else:
+        assert shared["ticks while blocked"] == 0 and on_the_loop
 
 
 class WhereNode(Node):

@@ -372,7 +372,9 @@ async def test_run_stream_in_thread_gives_the_action_once_finished():
 
 
 class SleepsBetweenYields(StreamNode):
-    """Blocks its thread between chunks; records how often the event loop ticked meanwhile."""
+    """Blocks its thread between chunks until the event loop has ticked three times, and
+    records how often it ticked. However loaded the machine, a free loop gets there; a blocked
+    one never does (the node gives up TIMEOUT seconds after it started)."""
 
     def __init__(self, clock: List[int]) -> None:
         super().__init__()
@@ -380,9 +382,11 @@ class SleepsBetweenYields(StreamNode):
         self.ticks_while_sleeping: List[int] = []
 
     def exec_stream(self, prep_res):
+        deadline = time.monotonic() + TIMEOUT
         for index in range(3):
             before = self.clock[0]
-            time.sleep(0.05)
+            while self.clock[0] - before < 3 and time.monotonic() < deadline:
+                time.sleep(0.001)  # the thread blocks; only a free loop moves the clock
             self.ticks_while_sleeping.append(self.clock[0] - before)
             yield index
 
@@ -405,7 +409,7 @@ async def test_run_stream_in_thread_does_not_block_the_event_loop_while_a_node_b
 
     assert received == [0, 1, 2]
     assert len(node.ticks_while_sleeping) == 3
-    assert all(ticks > 0 for ticks in node.ticks_while_sleeping)
+    assert all(ticks >= 3 for ticks in node.ticks_while_sleeping)
 
 
 class EndlessSync(StreamNode):
@@ -439,10 +443,10 @@ async def test_leaving_run_stream_in_thread_early_closes_the_sync_generator():
         assert not probe.closed  # still open inside the block
 
     assert received == [0, 1, 2]
-    assert probe.closed and not probe.posted
-    produced = len(probe.produced)
-    await anyio.sleep(0.01)  # a worker thread still stepping the node would go on producing
-    assert len(probe.produced) == produced
+    # The node's finally has run (in the worker thread the stop awaited), and a closed
+    # generator never runs again: what a thread stepping on would have made, it made by now.
+    assert probe.closed and probe.log == ["finally"] and not probe.posted
+    assert probe.produced == [0, 1, 2]  # stepped one chunk at a time, nothing made ahead
 
 
 class BlocksMidStep(StreamNode):
@@ -477,7 +481,10 @@ async def test_a_cancelled_run_stream_in_thread_waits_for_the_step_in_progress_t
             while not in_step.is_set():
                 await anyio.sleep(0.001)
         consumer.cancel()
-        await anyio.sleep(0.02)  # a stop that did not wait for the thread would return now
+        # A stop that did not wait for the thread would let the consumer resume (and log it)
+        # now; one that waits keeps it blocked on the thread. Either way, every other task
+        # waits before the step may finish.
+        await anyio.wait_all_tasks_blocked()
         release.set()
 
     async with anyio.create_task_group() as group:
