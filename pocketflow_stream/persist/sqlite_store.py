@@ -35,7 +35,7 @@ from .store import (
     _lost,
     _no_seq,
 )
-from .strict_json import CheckpointError, dumps, loads
+from .strict_json import CheckpointError, loads
 
 __all__ = ["SQLiteStore", "DURABILITY"]
 
@@ -49,12 +49,6 @@ _SCHEMA = (
         owner TEXT,
         token TEXT,
         expires REAL,
-        status TEXT,
-        at TEXT,
-        updated_at REAL,
-        fingerprint TEXT,
-        interrupts TEXT,
-        error TEXT,
         record TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS pfs_history (
@@ -69,8 +63,7 @@ _CLAIM = """INSERT INTO pfs_runs (run_id, seq, owner, token, expires) VALUES (?,
     ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, token = excluded.token,
         expires = excluded.expires
     WHERE pfs_runs.token IS NULL OR pfs_runs.expires < ?"""
-_SAVE = """UPDATE pfs_runs SET seq = ?, status = ?, at = ?, updated_at = ?, fingerprint = ?,
-        interrupts = ?, error = ?, record = ?, expires = COALESCE(?, expires)
+_SAVE = """UPDATE pfs_runs SET seq = ?, record = ?, expires = COALESCE(?, expires)
     WHERE run_id = ? AND seq = ? AND token = ?"""
 _RENEW = "UPDATE pfs_runs SET expires = ? WHERE run_id = ? AND token = ?"
 _RELEASE = """UPDATE pfs_runs SET owner = NULL, token = NULL, expires = NULL
@@ -81,9 +74,15 @@ _FORGET = "DELETE FROM pfs_history WHERE run_id = ? AND seq <= ?"
 _HEAD = "SELECT seq, record FROM pfs_runs WHERE run_id = ?"
 _OLD = "SELECT record FROM pfs_history WHERE run_id = ? AND seq = ?"
 _SEQS = "SELECT seq FROM pfs_history WHERE run_id = ? ORDER BY seq"
-_LIST = """SELECT run_id, seq, status, at, updated_at, interrupts, fingerprint, error, owner,
-        expires FROM pfs_runs WHERE record IS NOT NULL AND (? IS NULL OR status = ?)
-    ORDER BY updated_at DESC LIMIT ?"""
+# The summary is read out of the record itself (SQLite's JSON functions), so a save writes
+# the record and nothing beside it: listing is rare, saving is every node.
+_LIST = """SELECT run_id, seq, json_extract(record, '$.status'),
+        json_extract(record, '$.at'), json_extract(record, '$.updated_at'),
+        json_extract(record, '$.interrupts'), json_extract(record, '$.fingerprint'),
+        json_extract(record, '$.error'), owner, expires
+    FROM pfs_runs
+    WHERE record IS NOT NULL AND (? IS NULL OR json_extract(record, '$.status') = ?)
+    ORDER BY json_extract(record, '$.updated_at') DESC LIMIT ?"""
 _DELETE_RUN = "DELETE FROM pfs_runs WHERE run_id = ?"
 _DELETE_HISTORY = "DELETE FROM pfs_history WHERE run_id = ?"
 
@@ -354,17 +353,7 @@ def _info(
 def _row_values(
     record: Record, seq: int, updated_at: float, text: str, expires: Optional[float]
 ) -> Tuple[Any, ...]:
-    return (
-        seq,
-        record.status,
-        record.at,
-        updated_at,
-        record.fingerprint,
-        dumps(record.interrupts),
-        record.error,
-        text,
-        expires,
-    )
+    return (seq, text, expires)
 
 
 class _Transaction:
