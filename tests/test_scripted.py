@@ -213,6 +213,74 @@ def test_options_are_recorded_with_each_call():
     assert model.calls == [{"messages": HELLO, "tools": None, "options": {"temperature": 0}}]
 
 
+def test_deltas_are_made_as_they_are_read(monkeypatch):
+    made = []
+
+    def counted_text(text):
+        made.append(text)
+        return TextDelta(text)
+
+    monkeypatch.setattr(scripted, "TextDelta", counted_text)
+    deltas = ScriptedModel(["x" * 1_000_000], chunk_size=1).stream(HELLO)
+
+    assert made == []  # nothing made at the call
+    assert next(deltas) == TextDelta("x")
+    assert made == ["x"]  # the first delta did not wait for the other 999,999
+
+
+@pytest.mark.anyio
+async def test_async_deltas_are_made_as_they_are_read(monkeypatch):
+    made = []
+
+    def counted_text(text):
+        made.append(text)
+        return TextDelta(text)
+
+    monkeypatch.setattr(scripted, "TextDelta", counted_text)
+    deltas = ScriptedModel(["x" * 1_000_000], chunk_size=1).astream(HELLO)
+
+    assert await deltas.__anext__() == TextDelta("x")
+    assert made == ["x"]
+    await deltas.aclose()
+
+
+def test_calls_keep_the_most_recent_hundred_by_default():
+    model = ScriptedModel(lambda messages, tools: messages[-1]["content"])
+
+    for number in range(250):
+        list(model.stream([{"role": "user", "content": str(number)}]))
+
+    assert model.call_count == 250
+    assert len(model.calls) == 100
+    assert [call["messages"][0]["content"] for call in model.calls] == [
+        str(number) for number in range(150, 250)
+    ]
+
+
+def test_record_calls_sets_the_bound_none_keeps_all_zero_keeps_none():
+    def play(record_calls):
+        model = ScriptedModel(["a", "b", "c"], record_calls=record_calls)
+        deltas = [list(model.stream(HELLO)) for _ in range(3)]
+        return model, deltas
+
+    two, _ = play(2)
+    every, _ = play(None)
+    none, deltas = play(0)
+
+    assert len(two.calls) == 2 and len(every.calls) == 3 and none.calls == []
+    assert none.call_count == 3 and joined(deltas[2], TextDelta) == "c"  # turns still advance
+    with pytest.raises(ValueError, match="record_calls"):
+        ScriptedModel([], record_calls=-1)
+
+
+def test_tool_call_ids_keep_counting_turns_past_the_bound():
+    model = ScriptedModel(lambda m, t: Turn(tool_calls=[ToolCallSpec("f")]), record_calls=1)
+    for _ in range(3):
+        deltas = list(model.stream(HELLO))
+
+    assert deltas[0] == ToolCallStart(0, "call_3_0", "f")
+
+
 @pytest.mark.parametrize(
     ("turn", "error", "message"),
     [

@@ -40,7 +40,7 @@ from .deltas import (
     Usage,
 )
 
-__all__ = ["ToolCallSpec", "Turn", "ScriptedModel", "ScriptExhausted", "TurnLike"]
+__all__ = ["ToolCallSpec", "Turn", "ScriptedModel", "ScriptExhausted", "TurnLike", "CallLog"]
 
 
 @frozen_slots
@@ -85,6 +85,23 @@ class ScriptExhausted(RuntimeError):
     """The scripted model was called more times than its script has turns."""
 
 
+class CallLog(List[Dict[str, Any]]):
+    """The calls a ScriptedModel recorded: a list holding at most `maxlen` of the most recent
+    (None: no bound). Appending beyond the bound drops the oldest call."""
+
+    def __init__(self, maxlen: Optional[int]) -> None:
+        super().__init__()
+        self.maxlen = maxlen
+
+    def append(self, call: Dict[str, Any]) -> None:
+        if self.maxlen is not None:
+            if self.maxlen <= 0:
+                return
+            if len(self) >= self.maxlen:
+                del self[0]
+        super().append(call)
+
+
 class ScriptedModel:
     """A model that replays a script. Satisfies both `ChatModel` and `AsyncChatModel`.
 
@@ -92,22 +109,41 @@ class ScriptedModel:
     `(messages, tools) -> turn` (so an agent demo can answer the conversation).
     `chunk_size` characters go in each text, reasoning, refusal and argument delta; `delay`
     seconds pass between deltas (keep 0 in tests; a demo uses a little to show the streaming).
-    Every call is recorded in `calls` as `{"messages", "tools", "options"}`.
+
+    Deltas are made as they are read, so the first one comes as soon for a turn of a million
+    characters as for a word. The turn is picked, and checked, at the call.
+
+    `calls` records the most recent calls as `{"messages", "tools", "options"}` (a list, oldest
+    first): at most `record_calls` of them (default 100, so one instance reused by a
+    long-running app does not grow without bound; None keeps every call, 0 none).
+    `call_count` counts every call made.
 
         model = ScriptedModel(["Hello!", Turn(tool_calls=[ToolCallSpec("add", {"a": 1})])])
         for delta in model.stream([{"role": "user", "content": "hi"}]):
             print(delta)
     """
 
-    def __init__(self, script: Script, *, chunk_size: int = 4, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        script: Script,
+        *,
+        chunk_size: int = 4,
+        delay: float = 0.0,
+        record_calls: Optional[int] = 100,
+    ) -> None:
         if chunk_size < 1:
             raise ValueError(f"ScriptedModel chunk_size must be at least 1, got {chunk_size}")
         if delay < 0:
             raise ValueError(f"ScriptedModel delay must be 0 or more seconds, got {delay}")
+        if record_calls is not None and record_calls < 0:
+            raise ValueError(
+                f"ScriptedModel record_calls must be 0 or more (or None), got {record_calls}"
+            )
         self.script = script
         self.chunk_size = chunk_size
         self.delay = delay
-        self.calls: List[Dict[str, Any]] = []
+        self.calls = CallLog(record_calls)
+        self.call_count = 0
 
     def stream(
         self,
@@ -121,7 +157,7 @@ class ScriptedModel:
         Raises ScriptExhausted (at the call, not during iteration) when no turn is left.
         """
         deltas = self._next_turn_deltas(messages, tools, options)
-        return self._paced(deltas)
+        return self._paced(deltas) if self.delay else deltas
 
     def astream(
         self,
@@ -135,13 +171,13 @@ class ScriptedModel:
         deltas = self._next_turn_deltas(messages, tools, options)
         return self._apaced(deltas)
 
-    def _paced(self, deltas: List[Delta]) -> Iterator[Delta]:
+    def _paced(self, deltas: Iterator[Delta]) -> Iterator[Delta]:
         for position, delta in enumerate(deltas):
-            if position and self.delay:
+            if position:
                 time.sleep(self.delay)
             yield delta
 
-    async def _apaced(self, deltas: List[Delta]) -> AsyncIterator[Delta]:
+    async def _apaced(self, deltas: Iterator[Delta]) -> AsyncIterator[Delta]:
         for position, delta in enumerate(deltas):
             if position:
                 await anyio.sleep(self.delay)
@@ -152,8 +188,8 @@ class ScriptedModel:
         messages: List[Dict[str, Any]],
         tools: Optional[List[Dict[str, Any]]],
         options: Dict[str, Any],
-    ) -> List[Delta]:
-        turn_number = len(self.calls) + 1
+    ) -> Iterator[Delta]:
+        turn_number = self.call_count + 1
         if callable(self.script):
             turn = self.script(messages, tools)
             if turn is None:
@@ -169,8 +205,16 @@ class ScriptedModel:
             )
         else:
             turn = self.script[turn_number - 1]
+        played = _as_turn(turn)
+        reason = played.finish or ("tool_calls" if played.tool_calls else "stop")
+        if played.error is None and reason not in FINISH_REASONS:
+            raise ValueError(
+                f"ScriptedModel: turn {turn_number} has finish={reason!r}; "
+                f"use one of {', '.join(FINISH_REASONS)}"
+            )
+        self.call_count = turn_number
         self.calls.append({"messages": list(messages), "tools": tools, "options": options})
-        return _turn_deltas(_as_turn(turn), turn_number, messages, self.chunk_size)
+        return _turn_deltas(played, turn_number, messages, self.chunk_size, reason)
 
 
 def _as_turn(turn: TurnLike) -> Turn:
@@ -200,43 +244,40 @@ def _as_turn(turn: TurnLike) -> Turn:
 
 
 def _turn_deltas(
-    turn: Turn, turn_number: int, messages: List[Dict[str, Any]], chunk_size: int
-) -> List[Delta]:
-    deltas: List[Delta] = []
-    deltas += [ReasoningDelta(piece) for piece in _pieces(turn.reasoning, chunk_size)]
-    deltas += [TextDelta(piece) for piece in _pieces(turn.text, chunk_size)]
-    deltas += [RefusalDelta(piece) for piece in _pieces(turn.refusal, chunk_size)]
+    turn: Turn, turn_number: int, messages: List[Dict[str, Any]], chunk_size: int, reason: str
+) -> Iterator[Delta]:
+    """The turn's deltas, made one by one as they are read."""
+    for piece in _pieces(turn.reasoning, chunk_size):
+        yield ReasoningDelta(piece)
+    for piece in _pieces(turn.text, chunk_size):
+        yield TextDelta(piece)
+    for piece in _pieces(turn.refusal, chunk_size):
+        yield RefusalDelta(piece)
     arguments_length = 0
     for index, call in enumerate(turn.tool_calls):
         arguments = call.arguments
         if not isinstance(arguments, str):
             arguments = json.dumps(arguments, ensure_ascii=False)
         arguments_length += len(arguments)
-        deltas.append(ToolCallStart(index, call.id or f"call_{turn_number}_{index}", call.name))
-        deltas += [ToolCallDelta(index, piece) for piece in _pieces(arguments, chunk_size)]
-        deltas.append(ToolCallEnd(index))
+        yield ToolCallStart(index, call.id or f"call_{turn_number}_{index}", call.name)
+        for piece in _pieces(arguments, chunk_size):
+            yield ToolCallDelta(index, piece)
+        yield ToolCallEnd(index)
     if turn.error is not None:
-        deltas.append(ProviderError(turn.error, "scripted_error"))
-        return deltas
+        yield ProviderError(turn.error, "scripted_error")
+        return
     usage = turn.usage
     if usage is None:
         output = _tokens(len(turn.reasoning) + len(turn.text) + len(turn.refusal))
         output += _tokens(arguments_length)
         prompt = _tokens(sum(len(str(message.get("content") or "")) for message in messages))
         usage = Usage(prompt, output, prompt + output, _tokens(len(turn.reasoning)))
-    deltas.append(usage)
-    reason = turn.finish or ("tool_calls" if turn.tool_calls else "stop")
-    if reason not in FINISH_REASONS:
-        raise ValueError(
-            f"ScriptedModel: turn {turn_number} has finish={reason!r}; "
-            f"use one of {', '.join(FINISH_REASONS)}"
-        )
-    deltas.append(Finish(reason, reason))
-    return deltas
+    yield usage
+    yield Finish(reason, reason)
 
 
-def _pieces(text: str, size: int) -> List[str]:
-    return [text[start : start + size] for start in range(0, len(text), size)]
+def _pieces(text: str, size: int) -> Iterator[str]:
+    return (text[start : start + size] for start in range(0, len(text), size))
 
 
 def _tokens(characters: int) -> int:
