@@ -1,7 +1,8 @@
-"""Benchmark: showing a streamed tool argument's long string field live, fragment by fragment.
+"""Benchmark: a streamed tool argument shown live, fragment by fragment.
 
-A `save_file`-like argument (nested objects, a long multi-line `content` with quotes,
-backslashes and \\uXXXX escapes, emoji as surrogate pairs) arrives in 5-character fragments.
+Part 1, one string field live. A `save_file`-like argument (nested objects, a long multi-line
+`content` with quotes, backslashes and \\uXXXX escapes, emoji as surrogate pairs) arrives in
+5-character fragments.
 After every fragment a UI wants the new text of `files[0].content`. Three ways, timed in the
 same run:
 
@@ -14,6 +15,15 @@ same run:
 Re-parsing is quadratic, so at 1 MB the two baselines run on the first fragments only, under a
 time cap, and their full time is extrapolated (marked "~"). Targets: ours <= 1x jiter at 20 KB;
 ours at 1 MB <= 60x ours at 20 KB.
+
+Part 2, the whole value healed after every fragment, for two shapes: the `save_file` argument
+above (mostly one long string) and `{"rows": [...]}`, an array of many small records (search
+results, table rows). Two ways, same run: `PartialJSON.healed()` after each fragment, and
+`jiter.from_json(prefix, partial_mode="trailing-strings")` on the whole prefix after each.
+Targets, per shape: ours at 200 KB <= 12x ours at 20 KB; ours <= 0.5x jiter at 20 KB. It also
+counts, in an untimed pass, the values each way showed that a later value contradicts (a number
+that grew, a value that changed type), and times the floor for the long string: building the
+open string's text once per fragment, which any healed value holding it as a `str` must do.
 
 Run: python bench/bench_partial_json.py [--repeats N] [--cap SECONDS]
 Needs the bench extras: pip install -e '.[bench]'
@@ -65,6 +75,25 @@ def make_argument(target_size: int) -> str:
     argument["files"][0]["content"] = "".join(lines)
     argument["files"].append({"name": "README.md", "content": "# Demo\n"})
     return json.dumps(argument)  # ensure_ascii: non-ASCII text arrives as \uXXXX escapes
+
+
+def make_records(target_size: int) -> str:
+    """The JSON text of `{"rows": [...]}` with small records, about `target_size` characters."""
+    rows: List[Any] = []
+    size = len('{"rows": []}')
+    index = 0
+    while size < target_size:
+        row = {
+            "id": index,
+            "title": f"Result {index}: café ✓",
+            "score": round(0.5 + (index % 7) / 10, 2),
+            "done": index % 3 == 0,
+            "tags": ["a", "b"] if index % 2 else [],
+        }
+        rows.append(row)
+        size += len(json.dumps(row)) + 2
+        index += 1
+    return json.dumps({"rows": rows})
 
 
 def fragments_of(text: str) -> List[str]:
@@ -130,6 +159,81 @@ def run_partial_json_parser(fragments: List[str], limit: float) -> Tuple[str, in
         if time.perf_counter() > deadline:
             return "".join(shown), count
     return "".join(shown), len(fragments)
+
+
+def run_ours_healed(fragments: List[str], limit: float) -> Tuple[Any, int]:
+    parser = PartialJSON()
+    value = None
+    for fragment in fragments:
+        parser.feed(fragment)
+        value = parser.healed()
+    parser.finish()
+    return value, len(fragments)
+
+
+def run_jiter_healed(fragments: List[str], limit: float) -> Tuple[Any, int]:
+    import jiter
+
+    prefix = bytearray()
+    value = None
+    deadline = time.perf_counter() + limit
+    for count, fragment in enumerate(fragments, 1):
+        prefix += fragment.encode()
+        value = jiter.from_json(bytes(prefix), partial_mode="trailing-strings")
+        if time.perf_counter() > deadline:
+            return value, count
+    return value, len(fragments)
+
+
+def run_string_floor(fragments: List[str], limit: float) -> Tuple[Any, int]:
+    """One new str of the open content's text per fragment: a single copy of it, nothing else."""
+    content = _field(json.loads("".join(fragments)))
+    step = len(content) / len(fragments)
+    pieces = [
+        content[int(index * step) : int((index + 1) * step)] for index in range(len(fragments))
+    ]
+    text = ""
+    for piece in pieces:
+        text = text + piece  # another reference is held below, as a shown value would be
+        shown = text  # noqa: F841
+    return None, len(fragments)
+
+
+def _same(left: Any, right: Any) -> bool:
+    return json.dumps(left) == json.dumps(right)
+
+
+def _consistent(partial: Any, final: Any) -> bool:
+    """Whether `partial` can grow into `final` (strings are prefixes, containers gain members at
+    their end, and everything before an open container's last member is already final)."""
+    if isinstance(partial, str):
+        return isinstance(final, str) and final.startswith(partial)
+    if isinstance(partial, list):
+        if not isinstance(final, list) or len(partial) > len(final):
+            return False
+        done = all(_same(a, b) for a, b in zip(partial[:-1], final))
+        return done and (not partial or _consistent(partial[-1], final[len(partial) - 1]))
+    if isinstance(partial, dict):
+        if not isinstance(final, dict) or list(partial) != list(final)[: len(partial)]:
+            return False
+        keys = list(partial)
+        done = all(_same(partial[key], final[key]) for key in keys[:-1])
+        return done and (not keys or _consistent(partial[keys[-1]], final[keys[-1]]))
+    return _same(partial, final)
+
+
+def contradicted_values(fragments: List[str], heal: Callable[[str], Any]) -> int:
+    """How many successive healed values a later one contradicts (checked pairwise, untimed)."""
+    count = 0
+    previous: Any = None
+    prefix = ""
+    for fragment in fragments:
+        prefix += fragment
+        value = heal(prefix)
+        if previous is not None and value is not None and not _consistent(previous, value):
+            count += 1
+        previous = value
+    return count
 
 
 def measure(
@@ -213,6 +317,79 @@ def main() -> None:
         "\npartial-json-parser shows the first half of a surrogate pair (\\ud83d) before the"
         "\nsecond arrives, so a UI that appends new suffixes prints a broken character."
     )
+    healed_part(arguments.repeats, arguments.cap)
+
+
+def healed_part(repeats: int, cap: float) -> None:
+    import jiter
+
+    shapes = [("save_file", make_argument), ("records", make_records)]
+    sizes = [("20 KB", 20 * 1024), ("200 KB", 200 * 1024)]
+    print("\n-- the whole value, healed after every fragment --\n")
+    heading = f"{'shape':<10}{'size':>7}  {'fragments':>9}  {'contender':<22}{'total':>12}"
+    print(f"{heading}  {'per fragment':>12}")
+    times = {}
+    for shape, make in shapes:
+        streams = [(label, make(size)) for label, size in sizes]
+        # Ours at both sizes first and back to back, so the growth ratio compares like with like.
+        runs = [("ours (healed)", run_ours_healed, label, text) for label, text in streams]
+        runs.append(("jiter re-parse", run_jiter_healed, "20 KB", streams[0][1]))
+        if shape == "save_file":
+            runs += [
+                ("floor: str per fragment", run_string_floor, label, text)
+                for label, text in streams
+            ]
+        for name, run, label, text in runs:
+            fragments = fragments_of(text)
+            seconds, estimated, value = measure(
+                run, fragments, repeats, cap, run is run_jiter_healed
+            )
+            if run is run_ours_healed and value != json.loads(text):
+                raise SystemExit(f"ours healed a different {shape} value at {label}")
+            times[(shape, label, name)] = seconds
+            mark = "~" if estimated else " "
+            print(
+                f"{shape:<10}{label:>7}  {len(fragments):>9}  {name:<22}{mark}{seconds:>10.4f} s"
+                f"  {seconds / len(fragments) * 1e6:>9.2f} µs"
+            )
+    print()
+    for shape, make in shapes:
+        small = times[(shape, "20 KB", "ours (healed)")]
+        large = times[(shape, "200 KB", "ours (healed)")]
+        jiter_small = times[(shape, "20 KB", "jiter re-parse")]
+        growth = len(make(200 * 1024)) / len(make(20 * 1024))
+        print(
+            f"{shape:<10} ours 200 KB / ours 20 KB: {large / small:6.1f}x"
+            f"  (input {growth:.1f}x; target <= 12x)"
+        )
+        print(
+            f"{shape:<10} ours / jiter at 20 KB:     {small / jiter_small:6.3f}x  (target <= 0.5x)"
+        )
+    floor_small = times[("save_file", "20 KB", "floor: str per fragment")]
+    floor_large = times[("save_file", "200 KB", "floor: str per fragment")]
+    ours_small = times[("save_file", "20 KB", "ours (healed)")]
+    print(
+        f"save_file  floor 200 KB / ours 20 KB:  {floor_large / ours_small:6.1f}x"
+        f"  (floor 200 KB / floor 20 KB: {floor_large / floor_small:.1f}x)"
+    )
+    print("\nvalues shown that a later value contradicts (20 KB, untimed):")
+
+    def ours_heal(prefix: str) -> Any:
+        parser = PartialJSON()
+        parser.feed(prefix)
+        return parser.healed()
+
+    def jiter_heal(prefix: str) -> Any:
+        return jiter.from_json(prefix.encode(), partial_mode="trailing-strings")
+
+    for shape, make in shapes:
+        fragments = fragments_of(make(20 * 1024))
+        # Every 7th prefix is enough to catch numbers that grow and values that change type.
+        sample = ["".join(fragments[start : start + 7]) for start in range(0, len(fragments), 7)]
+        print(
+            f"{shape:<10} ours: {contradicted_values(sample, ours_heal)}"
+            f"   jiter: {contradicted_values(sample, jiter_heal)}  (of {len(sample)})"
+        )
 
 
 if __name__ == "__main__":

@@ -123,15 +123,20 @@ def check_stream(text: str, fragments: List[str]) -> None:
     expected = json.loads(text)
     parser = PartialJSON()
     previous = NOTHING
+    kept: List[Tuple[Any, str]] = []  # every value shown, with what it showed when returned
     for fragment in fragments:
         parser.feed(fragment)
         snapshot = parser.healed(NOTHING)
         assert consistent(snapshot, expected), (fragment, snapshot)
         assert consistent(previous, snapshot if snapshot is not NOTHING else expected)
         previous = snapshot
+        if snapshot is not NOTHING:
+            kept.append((snapshot, json.dumps(snapshot)))
     assert parser.error is None
     assert same(parser.finish(), expected)
     assert parser.raw == text
+    for snapshot, shown in kept:
+        assert json.dumps(snapshot) == shown  # no value changed after it was returned
 
 
 # -- the final value -------------------------------------------------------------------------
@@ -234,15 +239,112 @@ def test_healed_shows_only_what_cannot_change(prefix: str, healed: Any) -> None:
         assert result is healed if healed is NOTHING else same(result, healed)
 
 
-def test_healed_returns_a_copy_the_caller_may_change() -> None:
+LIST_MUTATIONS = [
+    lambda value: value.append(0),
+    lambda value: value.extend([0]),
+    lambda value: value.insert(0, 0),
+    lambda value: value.pop(),
+    lambda value: value.remove(value[0]),
+    lambda value: value.clear(),
+    lambda value: value.sort(),
+    lambda value: value.reverse(),
+    lambda value: value.__setitem__(0, 0),
+    lambda value: value.__setitem__(slice(0, 1), [0]),
+    lambda value: value.__delitem__(0),
+    lambda value: value.__iadd__([0]),
+    lambda value: value.__imul__(2),
+]
+DICT_MUTATIONS = [
+    lambda value: value.__setitem__("new", 0),
+    lambda value: value.__setitem__(next(iter(value)), 0),
+    lambda value: value.__delitem__(next(iter(value))),
+    lambda value: value.pop(next(iter(value))),
+    lambda value: value.popitem(),
+    lambda value: value.clear(),
+    lambda value: value.setdefault("new", 0),
+    lambda value: value.update(new=0),
+    lambda value: value.__ior__({"new": 0}),
+]
+
+
+def containers_in(value: Any) -> List[Any]:
+    """Every array and object in `value`, outermost first."""
+    found = []
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, (dict, list)):
+            found.append(item)
+            pending.extend(item.values() if isinstance(item, dict) else item)
+    return found
+
+
+def test_healed_values_are_read_only_at_every_depth() -> None:
+    parser = PartialJSON()
+    parser.feed('{"done": {"x": [1, 2]}, "open": [{"y": 3}, ["te')
+    snapshot = parser.healed()
+    before = json.dumps(snapshot)
+    containers = containers_in(snapshot)
+    assert len(containers) == 6  # finished ones and the open spine alike
+    for container in containers:
+        mutations = DICT_MUTATIONS if isinstance(container, dict) else LIST_MUTATIONS
+        for mutate in mutations:
+            with pytest.raises(TypeError, match="read-only.*copy.deepcopy"):
+                mutate(container)
+    assert json.dumps(snapshot) == before
+    parser.feed('xt"]]}')
+    assert parser.healed() == {"done": {"x": [1, 2]}, "open": [{"y": 3}, ["text"]]}
+    assert parser.finish() == {"done": {"x": [1, 2]}, "open": [{"y": 3}, ["text"]]}
+
+
+def test_deepcopy_copy_and_pickle_of_a_healed_value_give_plain_mutable_values() -> None:
+    import copy
+    import pickle
+
     parser = PartialJSON()
     parser.feed('{"done": {"x": [1, 2]}, "open": [{"y": 3}, "te')
     snapshot = parser.healed()
-    snapshot["done"]["x"].append(99)
-    snapshot["open"][0]["y"] = 0
-    snapshot["open"].clear()
+    for plain in (copy.deepcopy(snapshot), pickle.loads(pickle.dumps(snapshot))):
+        assert plain == snapshot
+        assert all(type(item) in (dict, list) for item in containers_in(plain))
+        plain["done"]["x"].append(99)
+        plain["open"].clear()
+    shallow = copy.copy(snapshot)
+    assert type(shallow) is dict and shallow == snapshot
+    shallow["new"] = 1
+    assert "new" not in snapshot
+    assert json.loads(json.dumps(snapshot)) == snapshot
     parser.feed('xt"]}')
-    assert parser.finish() == {"done": {"x": [1, 2]}, "open": [{"y": 3}, "text"]}
+    later = parser.healed()
+    assert later == {"done": {"x": [1, 2]}, "open": [{"y": 3}, "text"]}
+    assert parser.finish() == later
+
+
+def test_finish_returns_plain_values_the_caller_may_change() -> None:
+    parser = PartialJSON()
+    parser.feed('{"a": [1, {"b": 2}]')
+    shown = parser.healed()
+    parser.feed("}")
+    final = parser.finish()
+    assert all(type(item) in (dict, list) for item in containers_in(final))
+    final["a"][1]["b"] = 0
+    final["a"].append(3)
+    assert shown == {"a": [1, {"b": 2}]}
+    assert parser.healed() == {"a": [1, {"b": 2}]}
+
+
+def test_successive_values_share_their_finished_parts() -> None:
+    parser = PartialJSON()
+    parser.feed('{"rows": [{"id": 1, "tags": ["a"]}, {"id": 2, "na')
+    first = parser.healed()
+    assert parser.healed() is first  # nothing new: the same value again
+    parser.feed('me": 3')  # a key and an unfinished number: nothing shown changes
+    assert parser.healed() is first
+    parser.feed("4, ")
+    second = parser.healed()
+    assert first == {"rows": [{"id": 1, "tags": ["a"]}, {"id": 2}]}  # unchanged by the feeds
+    assert second == {"rows": [{"id": 1, "tags": ["a"]}, {"id": 2, "name": 34}]}
+    assert second["rows"][0] is first["rows"][0]  # the finished record is not copied again
 
 
 def test_healed_default_is_none() -> None:
@@ -548,3 +650,70 @@ def test_validity_matches_json_loads_whatever_the_split(text: str, data: st.Data
     else:
         assert same(split.finish(), expected)
         assert same(whole.finish(), expected)
+
+
+@given(streamed_json(), st.data())
+@settings(max_examples=200, deadline=None)
+def test_no_healed_value_can_be_changed_by_its_caller(
+    stream: Tuple[str, List[str]], data: st.DataObject
+) -> None:
+    # The caller tries to change some array or object of every value it is shown; each attempt
+    # raises, and neither that value, the later ones nor the final one see any difference.
+    text, fragments = stream
+    parser = PartialJSON()
+    kept: List[Tuple[Any, str]] = []
+    for fragment in fragments:
+        parser.feed(fragment)
+        snapshot = parser.healed()
+        containers = containers_in(snapshot)
+        if containers:
+            target = data.draw(st.sampled_from(containers))
+            if target:
+                mutations = DICT_MUTATIONS if isinstance(target, dict) else LIST_MUTATIONS
+                with pytest.raises(TypeError):
+                    data.draw(st.sampled_from(mutations))(target)
+        kept.append((snapshot, json.dumps(snapshot)))
+    expected = json.loads(text)
+    assert same(parser.finish(), expected)
+    assert same(parser.healed(), expected)
+    for snapshot, shown in kept:
+        assert json.dumps(snapshot) == shown
+
+
+def records_text(count: int) -> str:
+    rows = [
+        {"id": index, "title": f"Result {index} ✓", "score": index / 4, "done": index % 2 == 0}
+        for index in range(count)
+    ]
+    return json.dumps({"rows": rows, "total": count})
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_records_show_row_by_row_and_never_change_once_shown(size: int) -> None:
+    # A UI showing a growing table: rows appear in order, each row's fields once complete, and
+    # what was shown stays: no number that grows, no value that changes type.
+    text = records_text(60)
+    expected = json.loads(text)
+    parser = PartialJSON()
+    kept: List[Tuple[Any, str]] = []
+    rows_seen = 0
+    for start in range(0, len(text), size):
+        parser.feed(text[start : start + size])
+        snapshot = parser.healed({})
+        rows = snapshot.get("rows", [])
+        assert len(rows) >= rows_seen  # rows only get added
+        rows_seen = len(rows)
+        for index, row in enumerate(rows):
+            final = expected["rows"][index]
+            if index < len(rows) - 1:
+                assert same(row, final)  # finished rows are final
+            for key, value in row.items():
+                if key != "title":  # the title may still be growing
+                    assert same(value, final[key]), (key, value)
+                else:
+                    assert final["title"].startswith(value)
+        kept.append((snapshot, json.dumps(snapshot)))
+    assert rows_seen == 60
+    assert same(parser.finish(), expected)
+    for snapshot, shown in kept:
+        assert json.dumps(snapshot) == shown
