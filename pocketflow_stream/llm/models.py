@@ -10,10 +10,20 @@ leaves the wire formats to the adapters; it knows nothing of the engine.
 Streams are lazy: the request is sent at the first `next()`. When the consumer stops early
 (closes the iterator), the HTTP stream is closed.
 
+Reading the body. With the official `openai` and `anthropic` clients the SDK sends the request
+through its `with_streaming_response` API — so it still builds the request, authenticates,
+applies base URLs, retries and raises its own errors for a rejected request — and the body's
+server-sent events are decoded here (`_wire.SSEDecoder`, `json`) into the dicts the adapters
+read: no pydantic object is built per chunk, which is most of what the SDK's own stream costs
+(see bench/bench_llm.py). `raw_stream=False` (or a client without `with_streaming_response`,
+such as a test double) iterates the SDK's own stream objects instead; both paths yield the same
+deltas.
+
 Errors: an error the provider reports *inside* a stream (Anthropic's `error` event, an OpenAI-
-compatible server's `data: {"error": ...}`; the SDKs raise both from their iterators) becomes a
-`ProviderError` delta, followed only by the end of any open tool call: exactly what the
-adapters yield for the same events decoded by hand, so an app handles one shape. A request
+compatible server's `data: {"error": ...}`, a Responses `error` or `response.failed` event)
+becomes a `ProviderError` delta, followed only by the end of any open tool call, and the stream
+stops there: exactly what the adapters yield for the same events decoded by hand, so an app
+handles one shape. A request
 rejected before streaming (HTTP 4xx/5xx) and a broken transport (connection dropped, timeout)
 raise the SDK's own exception, so retry logic sees them.
 """
