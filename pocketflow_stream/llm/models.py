@@ -159,7 +159,8 @@ class OpenAIChatModel(_OpenAIChat):
     `chat.completions.create` as they are; usage is requested with
     `stream_options={"include_usage": True}` unless you set `stream_options` (None: omit it).
     `think_tags=True` splits `<think>...</think>` reasoning out of the text (local reasoning
-    models that inline it).
+    models that inline it). `raw_stream=False` reads the SDK's own stream objects instead of
+    decoding the body's events here (same deltas, slower; see the module docstring).
 
         model = OpenAIChatModel("gpt-4o-mini", temperature=0)
         for delta in model.stream([{"role": "user", "content": "Hi"}]):
@@ -237,7 +238,8 @@ class _OpenAIResponses(_SDKModel):
 class OpenAIResponsesModel(_OpenAIResponses):
     """The OpenAI Responses API. `messages` and `tools` in Chat Completions format are converted
     (`to_responses_input`, `to_responses_tools`); Responses items pass through. `defaults` and
-    `options` go to `responses.create` as they are (e.g. `reasoning={"summary": "auto"}`)."""
+    `options` go to `responses.create` as they are (e.g. `reasoning={"summary": "auto"}`).
+    `raw_stream` as in `OpenAIChatModel`."""
 
     _client_class = "OpenAI"
 
@@ -359,6 +361,7 @@ class AnthropicModel(_Anthropic):
     use (it reads `ANTHROPIC_API_KEY`). Messages and tools in Chat Completions format are
     converted (`to_anthropic_messages`, `to_anthropic_tools`); `defaults` and `options` go to
     `messages.create` as they are (e.g. `thinking={"type": "enabled", "budget_tokens": 2048}`).
+    `raw_stream` as in `OpenAIChatModel`.
     """
 
     _client_class = "Anthropic"
