@@ -125,16 +125,16 @@ class TerminalRenderer:
             shown = self._shown[step.id] = _Shown(step.attempt)
             if step.id == self._source:
                 self._source = None  # a new attempt: its header again, marked
-        if len(step.thinking) > shown.thinking:
+        if step.thinking_length > shown.thinking:
             self._enter(step)
             self._switch("thinking", "thinking: ", _DIM)
-            self._write(step.thinking[shown.thinking :], _DIM)
-            shown.thinking = len(step.thinking)
-        if len(step.text) > shown.text:
+            self._write(step.thinking_since(shown.thinking), _DIM)
+            shown.thinking = step.thinking_length
+        if step.text_length > shown.text:
             self._enter(step)
             self._switch("text", "")
-            self._write(step.text[shown.text :])
-            shown.text = len(step.text)
+            self._write(step.text_since(shown.text))
+            shown.text = step.text_length
         if len(step.refusal) > shown.refusal:
             self._enter(step)
             self._switch("refusal", "refusal: ", _RED)
@@ -164,19 +164,18 @@ class TerminalRenderer:
 
     def _draw_call(self, step: Step, shown: _Shown, call: ToolCallView) -> None:
         state = shown.calls.get(call.id)
-        text = call.arguments_text
         if state is None:
             self._enter(step)
             self._line(f"-> {call.name}(", _CYAN, end="")
             state = shown.calls[call.id] = [0, False]
             self._mode, self._call = "tool", call.id
-        if len(text) > state[0]:
+        if call.arguments_length > state[0]:
             self._enter(step)
             if self._mode != "tool" or self._call != call.id:
                 self._line(f"   {call.name} ...", _CYAN, end="")
                 self._mode, self._call = "tool", call.id
-            self._write(text[state[0] :], _CYAN)
-            state[0] = len(text)
+            self._write(call.arguments_since(state[0]), _CYAN)
+            state[0] = call.arguments_length
         if call.done and not state[1]:
             state[1] = True
             self._enter(step)

@@ -123,6 +123,41 @@ class LoadedItem:
         return f"LoadedItem({self._fields!r})"
 
 
+class _Text:
+    """Text that grows by appending: `value` joins lazily; `since(n)` gives what came after
+    the first n characters at a cost proportional to the new text (a live view's read)."""
+
+    __slots__ = ("parts", "length")
+
+    def __init__(self) -> None:
+        self.parts: List[str] = []
+        self.length = 0
+
+    def append(self, text: str) -> None:
+        if text:
+            self.parts.append(text)
+            self.length += len(text)
+
+    @property
+    def value(self) -> str:
+        parts = self.parts
+        if len(parts) > 1:
+            parts[:] = ["".join(parts)]
+        return parts[0] if parts else ""
+
+    def since(self, start: int) -> str:
+        wanted = self.length - start
+        if wanted <= 0:
+            return ""
+        parts = self.parts
+        taken, index = 0, len(parts)
+        while taken < wanted:
+            index -= 1
+            taken += len(parts[index])
+        tail = "".join(parts[index:])
+        return tail[len(tail) - wanted :]
+
+
 class ToolCallView:
     """A tool call as it streams: `arguments_text` exactly as it arrived, `arguments` the healed
     partial value (for showing), `done` once it ended, `valid` once it ended and parsed strictly
@@ -154,16 +189,23 @@ class ToolCallView:
         self.result: Any = None
         self.result_is_error = False
         self.has_result = False
-        self._parts: List[str] = []
+        self._parts = _Text()
         self._parser = PartialJSON(empty_is_object=True)
         self._healed: Any = None
         self._final: Any = None
 
     @property
     def arguments_text(self) -> str:
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
+        return self._parts.value
+
+    @property
+    def arguments_length(self) -> int:
+        """len(arguments_text), without joining it."""
+        return self._parts.length
+
+    def arguments_since(self, start: int) -> str:
+        """arguments_text[start:], at a cost proportional to the new text."""
+        return self._parts.since(start)
 
     @property
     def arguments(self) -> Any:
@@ -288,8 +330,8 @@ class Step:
         self._reset_output()
 
     def _reset_output(self) -> None:
-        self._thinking: List[str] = []
-        self._text: List[str] = []
+        self._thinking = _Text()
+        self._text = _Text()
         self.refusal = ""
         self.tool_calls: List[ToolCallView] = []
         self._calls_by_index: Dict[int, ToolCallView] = {}
@@ -300,11 +342,29 @@ class Step:
 
     @property
     def thinking(self) -> str:
-        return _joined(self._thinking)
+        return self._thinking.value
 
     @property
     def text(self) -> str:
-        return _joined(self._text)
+        return self._text.value
+
+    @property
+    def thinking_length(self) -> int:
+        """len(thinking), without joining it."""
+        return self._thinking.length
+
+    @property
+    def text_length(self) -> int:
+        """len(text), without joining it."""
+        return self._text.length
+
+    def thinking_since(self, start: int) -> str:
+        """thinking[start:], at a cost proportional to the new text (for live views)."""
+        return self._thinking.since(start)
+
+    def text_since(self, start: int) -> str:
+        """text[start:], at a cost proportional to the new text (for live views)."""
+        return self._text.since(start)
 
     @property
     def label(self) -> str:
@@ -350,12 +410,6 @@ class Step:
 
     def __repr__(self) -> str:
         return f"Step(id={self.id!r}, path={self.path!r}, item={self.item!r}, {self.status})"
-
-
-def _joined(parts: List[str]) -> str:
-    if len(parts) > 1:
-        parts[:] = ["".join(parts)]
-    return parts[0] if parts else ""
 
 
 def _batch_key(batch: Optional[Mapping[str, Any]]) -> str:
