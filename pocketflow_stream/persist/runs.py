@@ -27,11 +27,12 @@ nothing of SQL, LLMs or UIs.
 from __future__ import annotations
 
 import secrets
-import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional
 
 import anyio.to_thread
 
+from .. import engine
+from ..async_driver import FlowStream
 from .store import Lease, Record, RunInfo, RunNotFound, Store, new_owner
 from .strict_json import (
     DEFAULT_MAX_BYTES,
@@ -217,7 +218,8 @@ class _Segment:
         self.interrupts: List[Dict[str, Any]] = []
         self.error: Optional[str] = None
         self.result: Any = None
-        self.stop_requested = threading.Event()
+        self.stop_signal = engine.StopSignal()
+        self._writer: Optional[str] = None  # the node that runs before the next checkpoint
         self._last: Optional[Record] = None
 
     # the steps, each blocking (the async run calls them in a worker thread)
@@ -230,7 +232,7 @@ class _Segment:
                 raise CheckpointError(
                     f"run {self.run_id!r} exists already: resume it, or start with a new id"
                 )
-            self._save(self._record("running", None, [], "start"))
+            self._save(self._record("running", None, [], None))
         except BaseException:
             store.release(self.lease)
             raise
@@ -260,18 +262,18 @@ class _Segment:
             self.interrupts = record.interrupts
             self.shared = decode(record.shared, self.runs.codecs)
             self._last = record
+            self._writer = record.at
         except BaseException:
             store.release(self.lease)
             raise
 
     def checkpoint(self, position: Dict[str, Any]) -> None:
         """The engine's hook: save `shared` at `position`."""
-        status = position.get("status", "running")
-        interrupts = list(position.get("interrupts") or [])
-        writer = _writer(position)
+        writer, self._writer = self._writer, _at(position)
         self.position = position
-        self.interrupts = interrupts
-        self._save(self._record(status, position, interrupts, writer))
+        self.interrupts = list(position.get("interrupts") or [])
+        record = self._record(position.get("status", "running"), position, self.interrupts, writer)
+        self._save(record)
 
     def _record(
         self,
@@ -324,7 +326,7 @@ class _Segment:
     def stop(self) -> None:
         """Ask the run to stop (from any thread): the running node's generator is closed at
         once, the run is saved as "stopped" at its last checkpoint and stays resumable."""
-        self.stop_requested.set()
+        self.stop_signal.set()
 
 
 class DurableRun(_Segment):
@@ -336,16 +338,16 @@ class DurableRun(_Segment):
         return self._items()
 
     def _items(self) -> Iterator[Any]:
-        status, error = "stopped", None
+        status: str = "stopped"  # the consumer left the loop: a stop
+        error: Optional[BaseException] = None
         try:
             self.result = yield from _walk(self)
-            status = "running"  # the engine's last checkpoint said paused or done
+            status = "stopped" if self.result is engine.STOPPED else "running"
         except GeneratorExit:
             raise
         except BaseException as exc:
-            status, error = ("stopped", None) if _is_stop(exc, self) else ("failed", exc)
-            if status == "failed":
-                raise
+            status, error = "failed", exc
+            raise
         finally:
             self._end(status, error)
 
@@ -390,23 +392,16 @@ class AsyncDurableRun(_Segment):
                 await anyio.to_thread.run_sync(self._end, status, failure)
 
 
-def _writer(position: Optional[Dict[str, Any]]) -> Optional[str]:
-    """The node whose post ran last, as a readable path, from the engine's position."""
-    if not position:
-        return None
-    last = position.get("last_node") or position.get("writer")
-    if isinstance(last, (list, tuple)):
-        return " > ".join(map(str, last))
-    return None if last is None else str(last)
-
-
 def _at(position: Optional[Dict[str, Any]]) -> Optional[str]:
+    """Where a position stands, readable: the root's id, then each frame's node id."""
     if not position:
         return None
-    at = position.get("at")
-    if isinstance(at, (list, tuple)):
-        return " > ".join(map(str, at))
-    return None if at is None else str(at)
+    parts = [str(position.get("root"))]
+    for frame in position.get("frames") or []:
+        node = frame.get("node")
+        if node is not None and node != parts[-1]:  # a node frame repeats its flow's node
+            parts.append(str(node))
+    return " > ".join(parts)
 
 
 def _not_found(run_id: str) -> RunNotFound:
@@ -414,7 +409,7 @@ def _not_found(run_id: str) -> RunNotFound:
 
 
 def _is_stop(error: BaseException, run: _Segment) -> bool:
-    return run.stop_requested.is_set()
+    return run.stop_signal.is_set()
 
 
 # -- the engine-facing part ---------------------------------------------------------------
@@ -422,22 +417,24 @@ def _is_stop(error: BaseException, run: _Segment) -> bool:
 
 def _walk(run: _Segment) -> Any:
     """The engine's walk of the run's flow, checkpointed, from its saved position."""
-    return run.runs.flow.run_stream(
+    return engine.walk(
+        run.runs.flow,
         run.shared,
         checkpoint=run.checkpoint,
-        resume=run.position,
-        answers=run.answers,
-        stop=run.stop_requested,
+        resume_from=run.position,
+        answers=run.answers if run.position is not None else None,
+        stop=run.stop_signal,
         **run.runs.run_options,
     )
 
 
 def _walk_async(run: _Segment) -> Any:
-    return run.runs.flow.run_stream_async(
+    return FlowStream(
+        run.runs.flow,
         run.shared,
         checkpoint=run.checkpoint,
-        resume=run.position,
-        answers=run.answers,
-        stop=run.stop_requested,
+        resume_from=run.position,
+        answers=run.answers if run.position is not None else None,
+        stop=run.stop_signal,
         **run.runs.run_options,
     )
