@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -391,3 +392,68 @@ def test_a_truncated_call_from_the_model_is_shown_and_answered_with_an_error(tmp
     assert "save_file -> error: the arguments are not valid JSON" in shown
     assert not (tmp_path / "x.md").exists()
     assert isinstance(build_flow(model), StreamFlow)
+
+
+# -- the same agent in a browser chat --------------------------------------------------------
+
+
+def test_ui_serves_the_same_agent_on_loopback_only(tmp_path):
+    gradio_client = pytest.importorskip("gradio_client")  # the test extra has it on 3.10+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pocketflow_stream", "--ui", "--fast", "--port", str(port)]
+        + ["--sandbox", str(tmp_path)],
+        cwd=ROOT,
+        env={**offline_env(), "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        first = process.stdout.readline()
+        assert first.startswith("(offline: the built-in scripted model"), process.stderr.read()
+        assert (
+            process.stdout.readline() == f"(the chat: http://127.0.0.1:{port}; Ctrl-C stops it)\n"
+        )
+        client = connect(gradio_client, f"http://127.0.0.1:{port}/", process, port)
+        messages = client.predict("What is 6 x 7?", api_name="/chat")
+        assert messages[-1]["content"] == "6 * 7 = 42."
+        tool = next(m for m in messages if m["metadata"].get("title", "").endswith("calculate"))
+        assert "42" in tool["content"] and tool["metadata"]["status"] == "done"
+        elsewhere = outside_address()
+        if elsewhere is not None:  # the app is not reachable from the network
+            with pytest.raises(OSError):
+                socket.create_connection((elsewhere, port), timeout=5).close()
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode in (0, 130)
+
+
+def connect(gradio_client, url, process, port):
+    """A client once the server answers (a bounded poll: 240 connection attempts)."""
+    for _ in range(240):
+        if process.poll() is not None:
+            raise AssertionError(f"the app exited: {process.stderr.read()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            time.sleep(0.25)
+            continue
+        return gradio_client.Client(url, verbose=False)
+    raise AssertionError("the app never listened")
+
+
+def outside_address():
+    """An address of this machine that is not loopback, if it has one."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.connect(("192.0.2.1", 9))  # no packet is sent: it only picks a source address
+            address = udp.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address

@@ -326,23 +326,41 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_ui(args: argparse.Namespace, model: Any, banner: str) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a demo does not phone home
     try:
-        from pocketflow_stream.ui.gradio import chat_app  # type: ignore[import-not-found]
+        from pocketflow_stream.ui.gradio import launch_chat
     except ImportError as error:
         print(
-            f"error: --ui needs the gradio extra ({error}): pip install "
-            "'pocketflow-stream[gradio]'",
+            f"error: --ui needs Gradio ({error}); pip install 'pocketflow-stream[gradio]'",
             file=sys.stderr,
         )
         return 1
+    sandbox = Sandbox(args.sandbox)
+
+    def make_flow(message: str, history: List[Dict[str, Any]]) -> Tuple[Any, Dict[str, Any]]:
+        shared = new_conversation(message)
+        shared["messages"][1:1] = list(history)  # after the system prompt, before the message
+        return build_flow(model, args.asynchronous, sandbox=sandbox, ask=ask_in_chat), shared
+
     print(banner)
-    app = chat_app(
-        lambda: build_flow(model, args.asynchronous, sandbox=Sandbox(args.sandbox)),
-        title="pocketflow_stream research agent",
+    print(f"(the chat: http://127.0.0.1:{args.port}; Ctrl-C stops it)", flush=True)
+    launch_chat(
+        make_flow,
+        server_name="127.0.0.1",
+        server_port=args.port,
+        app_options={
+            "title": "pocketflow_stream: a research agent",
+            "description": banner,
+            "examples": [QUESTION, "How much heavier is Jupiter than Earth?"],
+        },
+        quiet=True,
     )
-    print(f"(the chat: http://127.0.0.1:{args.port}; Ctrl-C stops it)")
-    app.launch(server_name="127.0.0.1", server_port=args.port)
     return 0
+
+
+def ask_in_chat(question: str) -> str:
+    """`ask_user` in the chat before interrupts: the chat cannot wait for an answer."""
+    return "(the user cannot be asked from here: go on without asking)"
 
 
 def _during(error: BaseException, kind: type) -> bool:
