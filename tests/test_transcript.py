@@ -283,6 +283,17 @@ def test_interrupts_pause_their_step_until_the_run_goes_on():
     assert ask.status == "running" and ask.text == "notes.txt" and transcript.pending == []
 
 
+def test_a_pause_before_a_node_is_the_step_that_runs_when_the_run_goes_on():
+    transcript = Transcript()
+    pause = {"type": "interrupt", "id": "i1", "payload": {"approve": "save_file"}, "node": "Act"}
+    (act,) = transcript.add({**pause, "path": ["Act"], "item": None, "batch": None})
+    assert act.status == "paused"
+    assert transcript.add(NodeStarted("Act", ("Act",), None)) == [act]  # resumed: same step
+    assert act.status == "running" and transcript.pending == []
+    transcript.add(NodeFinished("Act", ("Act",), None, 0.1, None))
+    assert [s.status for s in transcript.steps] == ["done"]
+
+
 def test_progress_and_replayed_items_by_id():
     transcript = Transcript()
     progress = {"type": "progress", "node": "Embed", "path": ["Embed"], "done": 3, "total": 10}

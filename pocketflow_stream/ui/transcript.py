@@ -584,8 +584,14 @@ class Transcript:
     def _open_node(
         self, path: Tuple[str, ...], batch: Optional[Mapping[str, Any]], changed: List[Step]
     ) -> Step:
-        """A new step for a node run at `path`: earlier runs at the same place are over."""
+        """A new step for a node run at `path`: earlier runs at the same place are over. A
+        step paused before its node ran (`pause_before`) is that run: it goes on."""
         key = _batch_key(batch)
+        paused = self._open.get((path, key))
+        if paused is not None and paused.status == PAUSED:
+            paused.status = RUNNING
+            _mark(changed, paused)
+            return paused
         parent = self._flow_step(path[:-1], batch, changed)
         siblings = self.steps if parent is None else parent.children
         now = time.time()
