@@ -457,3 +457,10 @@ def outside_address():
     except OSError:
         return None
     return None if address.startswith("127.") else address
+
+
+def test_the_package_command_dispatches_runs_to_the_persist_cli(capsys):
+    from pocketflow_stream.__main__ import main
+
+    assert main(["runs", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: python -m pocketflow_stream runs")
