@@ -713,45 +713,67 @@ def _drive(call: _Call) -> Iterator[Delta]:
         wire.close_stream(stream)
 
 
+class _BodyReader:
+    """What the sync and async raw drivers share: the body's bytes, read by `SSEDecoder`, as
+    the adapter's deltas; `ended` once the body, `data: [DONE]` or an error event ends it."""
+
+    __slots__ = ("_decoder", "_feed", "_named_only", "_wire", "http_response", "ended")
+
+    def __init__(self, response: Any, adapter: Any, wire: _WireFormat) -> None:
+        self.http_response = getattr(response, "http_response", response)
+        self._decoder = SSEDecoder()
+        self._feed = adapter.feed
+        self._named_only = wire.named_events_only
+        self._wire = wire
+        self.ended = False
+
+    def deltas(self, chunk: Optional[bytes]) -> List[Delta]:
+        """The deltas of the events `chunk` completes (None: the body has ended)."""
+        if chunk is None:
+            events = self._decoder.close()
+            self.ended = True
+        else:
+            events = self._decoder.feed(chunk)
+        out: List[Delta] = []
+        for name, data in events:
+            if name is None and (self._named_only or data.startswith(_DONE)):
+                if not self._named_only:  # `data: [DONE]`: the end, whatever follows
+                    self.ended = True
+                    break
+                continue
+            if not data:
+                continue
+            deltas = self._feed(_json_text(data.decode("utf-8")))
+            out += deltas
+            for delta in deltas:
+                if type(delta) is ProviderError:
+                    self.ended = True  # the provider's word on a failure is its last
+                    return out
+        return out
+
+    def transport_error(self, error: Exception) -> Optional[Exception]:
+        """The SDK's own exception for an error reading the body, when it has one."""
+        translate = self._wire.transport_error
+        return None if translate is None else translate(error, self.http_response)
+
+
 def _drive_raw(manager: Any, adapter: Any, wire: _WireFormat) -> Iterator[Delta]:
     response = manager.__enter__()  # sends the request; raises the SDK's error if rejected
     body: Any = None
     try:
-        http_response = getattr(response, "http_response", response)
-        decoder = SSEDecoder()
-        decode = decoder.feed
-        feed = adapter.feed
-        loads = _json_text
-        named_only = wire.named_events_only
-        body = iter(http_response.iter_bytes())
-        ended = False
-        while not ended:
+        reader = _BodyReader(response, adapter, wire)
+        body = iter(reader.http_response.iter_bytes())
+        while not reader.ended:
             try:
-                events = decode(next(body))
+                chunk: Optional[bytes] = next(body)
             except StopIteration:
-                events = decoder.close()
-                ended = True
+                chunk = None
             except Exception as error:
-                translated = wire.transport_error and wire.transport_error(error, http_response)
+                translated = reader.transport_error(error)
                 if translated is None:
                     raise
                 raise translated from error
-            for name, data in events:
-                if name is None and (named_only or data.startswith(_DONE)):
-                    if not named_only:  # `data: [DONE]`: the end, whatever follows
-                        ended = True
-                        break
-                    continue
-                if not data:
-                    continue
-                failed = False
-                for delta in feed(loads(data.decode("utf-8"))):
-                    yield delta
-                    if type(delta) is ProviderError:
-                        failed = True
-                if failed:  # the provider's word on a failure is its last
-                    ended = True
-                    break
+            yield from reader.deltas(chunk)
         yield from adapter.close()
     finally:
         close = getattr(body, "close", None)
@@ -812,41 +834,20 @@ async def _adrive_raw(manager: Any, adapter: Any, wire: _WireFormat) -> AsyncIte
     response = await manager.__aenter__()
     body: Any = None
     try:
-        http_response = getattr(response, "http_response", response)
-        decoder = SSEDecoder()
-        decode = decoder.feed
-        feed = adapter.feed
-        loads = _json_text
-        named_only = wire.named_events_only
-        body = http_response.aiter_bytes().__aiter__()
-        ended = False
-        while not ended:
+        reader = _BodyReader(response, adapter, wire)
+        body = reader.http_response.aiter_bytes().__aiter__()
+        while not reader.ended:
             try:
-                events = decode(await body.__anext__())
+                chunk: Optional[bytes] = await body.__anext__()
             except StopAsyncIteration:
-                events = decoder.close()
-                ended = True
+                chunk = None
             except Exception as error:
-                translated = wire.transport_error and wire.transport_error(error, http_response)
+                translated = reader.transport_error(error)
                 if translated is None:
                     raise
                 raise translated from error
-            for name, data in events:
-                if name is None and (named_only or data.startswith(_DONE)):
-                    if not named_only:
-                        ended = True
-                        break
-                    continue
-                if not data:
-                    continue
-                failed = False
-                for delta in feed(loads(data.decode("utf-8"))):
-                    yield delta
-                    if type(delta) is ProviderError:
-                        failed = True
-                if failed:
-                    ended = True
-                    break
+            for delta in reader.deltas(chunk):
+                yield delta
         for delta in adapter.close():
             yield delta
     finally:
