@@ -483,9 +483,9 @@ class PartialJSON:
             return
         frame = stack[-1]
         if frame.is_object:
-            frame.container[frame.key] = value  # type: ignore[index,call-overload]
+            frame.container[frame.key] = value  # type: ignore[call-overload]
             if shown is not _NOTHING:
-                frame.shown[frame.key] = shown  # type: ignore[index,call-overload]
+                frame.shown[frame.key] = shown  # type: ignore[call-overload]
         else:
             frame.container.append(value)  # type: ignore[union-attr]
             if shown is not _NOTHING:
@@ -507,7 +507,7 @@ class PartialJSON:
         if self._stack:
             parent = self._stack[-1]
             if parent.is_object:
-                parent.shown[parent.key] = view  # type: ignore[index,call-overload]
+                parent.shown[parent.key] = view  # type: ignore[call-overload]
             else:
                 parent.shown.append(view)  # type: ignore[union-attr]
             self._state = _EXPECT_COMMA_OR_END
