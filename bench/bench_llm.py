@@ -84,9 +84,9 @@ def tool_arguments() -> str:
 
 
 def fragments(text: str, count: int) -> List[str]:
-    size = max(1, len(text) // count)
-    pieces = [text[start : start + size] for start in range(0, len(text), size)]
-    return pieces
+    """`text` cut into `count` pieces of (nearly) equal length."""
+    cuts = [len(text) * n // count for n in range(count + 1)]
+    return [text[start:end] for start, end in zip(cuts, cuts[1:]) if end > start]
 
 
 def chat_chunk(delta: Dict[str, Any], finish_reason: Any = None) -> Dict[str, Any]:
@@ -294,7 +294,7 @@ class Provider:
         self.name = name
         self.server = server
         pieces = words(count)
-        tool_pieces = fragments(tool_arguments(), count * 2 + count // 15)
+        tool_pieces = fragments(tool_arguments(), count * 2 + count // 15 - 1)  # 4,132
         if name == "OpenAI Chat Completions":
             self.replays = {
                 "text": openai_chat_replay(chat_text_chunks(count)),
