@@ -34,7 +34,9 @@ APP = textwrap.dedent(
     """The crash-test app: 30 nodes in a chain, node 15 streams 20 chunks."""
     import os, sys, time, json
     from pocketflow_stream import Node, StreamNode, Flow
-    from pocketflow_stream.persist import DurableRuns, SQLiteStore, RunNotFound, RunBusy
+    from pocketflow_stream.persist import (
+        DurableRuns, SQLiteStore, RunNotFound, RunBusy, RunFinished,
+    )
 
     LOG = os.environ["CRASH_LOG"]
 
@@ -90,13 +92,15 @@ APP = textwrap.dedent(
                 calls = [0]
                 def handler():
                     calls[0] += 1
-                    if calls[0] >= limit:
+                    if calls[0] == limit:  # 0: only count
                         os.kill(os.getpid(), signal.SIGKILL)
                     return 0
                 store_runs.store._connection.set_progress_handler(handler, 1)
             print("started", flush=True)
             for item in store_runs.start(initial(), run_id=run_id):
                 pass
+            if len(sys.argv) > 4:
+                print(f"calls {calls[0]}", flush=True)
         elif mode == "resume":
             store_runs = runs(path)
             deadline = time.monotonic() + 30
@@ -111,8 +115,13 @@ APP = textwrap.dedent(
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-            ids = [getattr(item, "id", None) for item in run]
-            print(json.dumps({"status": run.status, "shared": run.shared, "ids": ids}))
+                except RunFinished:  # killed after its last commit
+                    state = store_runs.inspect(run_id)
+                    print(json.dumps({"status": state.status, "shared": state.shared}))
+                    sys.exit(0)
+            for item in run:
+                pass
+            print(json.dumps({"status": run.status, "shared": run.shared}))
         elif mode == "plain":
             shared = initial()
             build().run(shared)
@@ -176,7 +185,7 @@ def test_kill_at_random_moments(app, tmp_path):
         db, log, run_id = tmp_path / f"r{trial}.db", tmp_path / f"r{trial}.log", f"run-{trial}"
         runner = child(app, "start", db, run_id, log=log)
         assert runner.stdout.readline() == "started\n"
-        time.sleep(rng.uniform(0, 0.12))  # the random moment of the kill, not a wait
+        time.sleep(rng.uniform(0, 0.1))  # the random moment of the kill, not a wait
         runner.send_signal(signal.SIGKILL)
         runner.communicate(timeout=60)
         killed_mid_run += runner.returncode == -signal.SIGKILL
@@ -187,9 +196,12 @@ def test_kill_at_random_moments(app, tmp_path):
 def test_kill_inside_sqlite_statements_and_commits(app, tmp_path):
     expected = uninterrupted(app, tmp_path)
     rng = random.Random(int(os.environ.get("POCKETFLOW_STREAM_CRASH_SEED", "9")))
+    counting = child(app, "start", tmp_path / "count.db", "count", 0, log=tmp_path / "count.log")
+    out, _ = counting.communicate(timeout=60)
+    calls = int(out.split()[-1])  # SQLite VM steps of a whole run, from its first statement
     for trial in range(max(2, TRIALS)):
         db, log, run_id = tmp_path / f"s{trial}.db", tmp_path / f"s{trial}.log", f"run-{trial}"
-        runner = child(app, "start", db, run_id, rng.randint(1, 4000), log=log)
+        runner = child(app, "start", db, run_id, rng.randint(1, calls), log=log)
         runner.communicate(timeout=60)
         assert runner.returncode == -signal.SIGKILL  # the kill landed inside SQLite
         check_trial(db, log, resume_to_the_end(app, db, run_id, log), expected)

@@ -1,16 +1,25 @@
 """pocketflow_stream.persist: checkpoints, durable runs and the stores that keep them.
 
-    from pocketflow_stream.persist import SQLiteStore
+    from pocketflow_stream.persist import DurableRuns, SQLiteStore
 
-A layer above the core and the async drivers, below llm and ui: it turns the engine's JSON
+A layer above the core and the async drivers, below llm and ui. It turns the engine's JSON
 position plus `shared` into versioned plain JSON (strict_json: never pickle), keeps it in a
-store (store: the interface and MemoryStore; sqlite_store: SQLiteStore; async_store: the async
-twins) and lists, shows and deletes runs from the command line (cli). It knows nothing of
-LLMs or UIs. Not imported by `import pocketflow_stream`: an app that never checkpoints pays
-nothing for it.
+store (store: the interface and MemoryStore; sqlite_store: SQLiteStore; async_store: the
+async twins), runs flows durably on it (runs: start, resume by id from any process, inspect)
+and lists, shows and deletes runs from the command line (cli). It knows nothing of LLMs or
+UIs. Not imported by `import pocketflow_stream`: an app that never checkpoints pays nothing.
 """
 
 from .async_store import AsyncMemoryStore, AsyncSQLiteStore, AsyncStore
+from .runs import (
+    AsyncDurableRun,
+    DurableRun,
+    DurableRuns,
+    RunFinished,
+    RunState,
+    UnknownInterrupt,
+    new_run_id,
+)
 from .sqlite_store import DURABILITY, SQLiteStore
 from .store import (
     FORMAT_VERSION,
@@ -36,6 +45,13 @@ from .strict_json import (
 )
 
 __all__ = [
+    "DurableRuns",
+    "DurableRun",
+    "AsyncDurableRun",
+    "RunState",
+    "RunFinished",
+    "UnknownInterrupt",
+    "new_run_id",
     "Store",
     "AsyncStore",
     "MemoryStore",

@@ -334,8 +334,35 @@ class DurableRun(_Segment):
     error), to iterate once. After the loop: `status`, `interrupts` (pending), `result` (the
     engine's return value: the final action, or its Paused handle), `shared`."""
 
+    def __init__(
+        self, runs: DurableRuns, run_id: str, shared: Any, answers: Optional[Dict[str, Any]]
+    ) -> None:
+        super().__init__(runs, run_id, shared, answers)
+        self._iterator: Optional[Iterator[Any]] = None
+
     def __iter__(self) -> Iterator[Any]:
-        return self._items()
+        if self._iterator is not None:
+            raise CheckpointError(
+                f"run {self.run_id!r}: a DurableRun is iterated once; resume the run again "
+                f"(runs.resume) to go on"
+            )
+        self._iterator = self._items()
+        return self._iterator
+
+    def close(self) -> None:
+        """Stop the run where it is (saved as "stopped" unless it paused or ended) and let
+        its lease go; a run never iterated just lets its lease go."""
+        if self._iterator is None:
+            self._iterator = iter(())
+            self._end("stopped")
+        else:
+            self._iterator.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> DurableRun:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def _items(self) -> Iterator[Any]:
         status: str = "stopped"  # the consumer left the loop: a stop
