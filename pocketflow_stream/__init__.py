@@ -20,21 +20,24 @@ from .async_nodes import (
     AsyncStreamNode,
 )
 from .bridges import SyncFlowStream, run_stream_in_thread, run_stream_sync
-from .engine import drain
+from .engine import STOPPED, Paused, StopSignal, ask, drain
 from .errors import FlowError, MaxStepsExceeded, node_path_of
 from .events import (
+    Ask,
     Chunk,
     Event,
     FlowFinished,
+    Interrupt,
     NodeFinished,
     NodeStarted,
     Origin,
+    Progress,
     Retry,
     StreamItem,
     json_ready,
 )
 from .flows import BatchFlow, Flow, StreamFlow
-from .nodes import BaseNode, BatchNode, Node, StreamBatchNode, StreamNode
+from .nodes import AskNode, BaseNode, BatchNode, Node, StreamBatchNode, StreamNode
 
 __all__ = [
     "BaseNode",
@@ -42,6 +45,7 @@ __all__ = [
     "BatchNode",
     "StreamNode",
     "StreamBatchNode",
+    "AskNode",
     "Flow",
     "StreamFlow",
     "BatchFlow",
@@ -67,6 +71,13 @@ __all__ = [
     "NodeFinished",
     "Retry",
     "FlowFinished",
+    "Progress",
+    "Ask",
+    "ask",
+    "Interrupt",
+    "Paused",
+    "StopSignal",
+    "STOPPED",
     "FlowError",
     "MaxStepsExceeded",
     "node_path_of",

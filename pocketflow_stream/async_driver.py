@@ -29,9 +29,10 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from .engine import Await, InThread, Parallel, Request, Sleep, Stream, walk
+from . import engine
+from .engine import NO_SEND, Await, InThread, Parallel, Paused, Request, Sleep, Stream, walk
 from .errors import FlowError, add_note, attach_node_path, describe_path
-from .events import Chunk, StreamItem
+from .events import Ask, Chunk, StreamItem
 
 __all__ = ["Return", "RunEnd", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
 
@@ -66,16 +67,22 @@ class Return:
 
 
 class RunEnd:
-    """How a driven run ended: `action` is the walk's return value once `finished`."""
+    """How a driven run ended, once `finished`: `action` is the final action, or `paused`
+    the Paused handle of a run that waits for input (`action` is then None), or `action` is
+    STOPPED for a run its StopSignal stopped."""
 
-    __slots__ = ("action", "finished")
+    __slots__ = ("action", "finished", "paused")
 
     def __init__(self) -> None:
         self.action: Any = None
         self.finished = False
+        self.paused: Optional[Paused] = None
 
-    def end(self, action: Any) -> None:
-        self.action = action
+    def end(self, returned: Any) -> None:
+        if type(returned) is Paused:
+            self.paused = returned
+        else:
+            self.action = returned
         self.finished = True
 
 
@@ -98,7 +105,13 @@ async def _pull(
                 return
             if type(item) is Chunk or not isinstance(item, Request):  # a chunk or an event
                 yield item
-            elif type(item) is Stream and hasattr(item.source, "__anext__"):
+            elif (
+                type(item) is Stream
+                and item.ids is None
+                and item.stop is None
+                and item.send is NO_SEND
+                and hasattr(item.source, "__anext__")
+            ):
                 # an async node's stream, the per-chunk path: written out here, where a
                 # handler of its own would cost an async generator per chunk
                 source = item.source
@@ -117,13 +130,17 @@ async def _pull(
                         if type(value) is Return:
                             item.result = value.value
                             break
+                        if type(value) is Ask:  # it waits for an answer: kept open
+                            item.asked = value
+                            break
                         if emit:
                             yield Chunk((origin, value))
                 finally:  # however the iteration ended, the node's generator is closed
-                    await source.aclose()
-            elif isinstance(item, (Stream, Parallel)):  # a thread's stream, a parallel section
+                    if item.asked is None:
+                        await source.aclose()
+            elif isinstance(item, (Stream, Parallel)):  # a careful stream, a parallel section
                 values = (
-                    _stream_in_thread(item)
+                    _stream_careful(item)
                     if isinstance(item, Stream)
                     else _run_section(item, group, buffer)
                 )
@@ -153,20 +170,49 @@ async def _carry_out(request: Request) -> None:
         request.error = exc
 
 
-async def _stream_in_thread(request: Stream) -> AsyncGenerator[StreamItem, None]:
-    """A blocking node's sync generator, each step in a worker thread: its chunks, and its
-    return value (or exception) in the request."""
-    ending = RunEnd()
-    values = iterate_in_thread(request.source, ending)
+async def _stream_careful(request: Stream) -> AsyncGenerator[StreamItem, None]:
+    """A node's stream one value at a time, for what the per-chunk path leaves out: a
+    blocking node's sync generator (each step in a worker thread), an answer to send in
+    first, chunk ids (a checkpointed run), a stop signal. Its return value (or exception)
+    goes to the request; an `Ask` it yields to `request.asked`, and it is then kept open."""
+    source = request.source
+    threaded = not hasattr(source, "__anext__")
+    send, ids, stop, origin = request.send, request.ids, request.stop, request.origin
+    value_in = None if send is NO_SEND else send
     try:
-        async for value in values:
+        while True:
+            if stop is not None and stop.is_set():
+                return  # the walk sees the signal and stops the run
+            try:
+                if threaded:
+                    done, value = await anyio.to_thread.run_sync(_step, source, value_in)
+                    await anyio.lowlevel.checkpoint_if_cancelled()  # a stop during the step
+                    if done:
+                        request.result = value
+                        return
+                else:
+                    value = await source.asend(value_in)
+            except StopAsyncIteration:
+                return
+            except Exception as exc:  # the node failed: the walk decides
+                request.error = exc
+                return
+            value_in = None
+            if type(value) is Return and not threaded:
+                request.result = value.value
+                return
+            if type(value) is Ask:  # it waits for an answer: kept open
+                request.asked = value
+                return
             if request.emit:
-                yield Chunk((request.origin, value))
-    except Exception as exc:
-        request.error = exc
-    finally:
-        await values.aclose()
-    request.result = ending.action
+                yield Chunk((origin, value) if ids is None else (origin, value, ids.take()))
+    finally:  # however the iteration ended (but for an Ask), the node's generator is closed
+        if request.asked is None:
+            with anyio.CancelScope(shield=True):
+                if threaded:  # the thread may be mid-step: wait, then close
+                    await anyio.to_thread.run_sync(source.close)
+                else:
+                    await source.aclose()
 
 
 async def _run_section(
@@ -211,6 +257,7 @@ class _Section:
         self.results: List[Any] = [None] * request.count
         self.error: Optional[BaseException] = None
         self.next_index = 0
+        self.done = 0
         self.scope = anyio.CancelScope()
         self.finished = anyio.Event()
 
@@ -241,6 +288,11 @@ class _Section:
             self.next_index += 1
             try:
                 self.results[index] = await _drive(request.branch(index), emit, self.buffer)
+                if request.progress is not None:
+                    self.done += 1
+                    made = emit(request.progress(self.done))
+                    if made is not None:
+                        await made
             except Exception as exc:
                 if self.error is None:  # the first failure wins; the others were cancelled
                     _attach_item(exc, request, index)
@@ -259,7 +311,7 @@ async def _drive(
     any parallel section inside."""
     ending = RunEnd()
     error: Optional[BaseException] = None
-    async with anyio.create_task_group() as group:
+    async with anyio.create_task_group() as group:  # (a paused run's handle is its return)
         items = _pull(steps, group, ending, buffer)
         try:
             async for item in items:
@@ -272,7 +324,7 @@ async def _drive(
             await items.aclose()
     if error is not None:
         raise error
-    return ending.action
+    return ending.paused if ending.paused is not None else ending.action
 
 
 async def run(
@@ -284,27 +336,35 @@ async def run(
     nodes: Optional[Any] = None,
     max_steps: Optional[int] = None,
     buffer: int = DEFAULT_BUFFER,
-) -> Optional[str]:
-    """Run `root` to its end on the running event loop; return the final action.
+    steps: Optional[Generator[Any, None, Any]] = None,
+    **options: Any,
+) -> Any:
+    """Run `root` to its end on the running event loop; return the final action (a Paused
+    handle if the run paused, STOPPED if its StopSignal was set).
 
     `on_chunk` / `on_event` are called (and awaited, if they return an awaitable) with every
-    chunk and event as it comes; without them, chunks are not even made.
+    chunk and event (and interrupt) as it comes; without them, chunks are not even made.
+    `options`: walk's `progress`, `pause_before`, `stop`, `checkpoint`, `resume_from`,
+    `answers`. `steps`: a walk to drive instead (a resumed one).
     """
-    steps = walk(
-        root,
-        shared,
-        chunks=on_chunk is not None,
-        events=on_event is not None,
-        nodes=nodes,
-        max_steps=max_steps,
-        driver=True,
-    )
+    if steps is None:
+        steps = walk(
+            root,
+            shared,
+            chunks=on_chunk is not None,
+            events=on_event is not None,
+            nodes=nodes,
+            max_steps=max_steps,
+            driver=True,
+            **options,
+        )
 
     def emit(item: StreamItem) -> Any:  # what a coroutine callback returns, _drive awaits
         callback: Optional[Callable[[Any], Any]] = on_chunk if type(item) is Chunk else on_event
         return None if callback is None else callback(item)
 
-    return await _drive(steps, emit, buffer)  # type: ignore[no-any-return]
+    ended = await _drive(steps, emit, buffer)
+    return ended
 
 
 class FlowStream:
@@ -320,7 +380,8 @@ class FlowStream:
     generators and cancels those tasks before it returns. A flow without parallel batches can
     also be iterated with a bare `async for`; stop such a loop early with `await stream.aclose()`.
 
-    `action` is the final action once the stream is exhausted (`finished` says so), else None.
+    `action` is the final action once the stream is exhausted (`finished` says so), else None;
+    `paused` is the Paused handle when the run paused (it yielded an Interrupt).
     """
 
     def __init__(
@@ -332,12 +393,22 @@ class FlowStream:
         nodes: Optional[Any] = None,
         max_steps: Optional[int] = None,
         buffer: int = DEFAULT_BUFFER,
+        steps: Optional[Generator[Any, None, Any]] = None,
+        **options: Any,
     ) -> None:
         if buffer < 0:
             raise ValueError(f"buffer must be 0 or more, got {buffer}")
-        self._steps = walk(
-            root, shared, events=events, nodes=nodes, max_steps=max_steps, driver=True
-        )
+        if steps is None:
+            steps = walk(
+                root,
+                shared,
+                events=events,
+                nodes=nodes,
+                max_steps=max_steps,
+                driver=True,
+                **options,
+            )
+        self._steps = steps
         self._buffer = buffer
         self._group: Optional[TaskGroup] = None
         self._items: Optional[AsyncGenerator[StreamItem, None]] = None
@@ -380,6 +451,12 @@ class FlowStream:
         """Whether the run went to its end (the stream was exhausted)."""
         return self._ending.finished
 
+    @property
+    def paused(self) -> Optional[Paused]:
+        """The Paused handle once the stream ended because the run waits for input, else
+        None: `async with paused.resume_async({interrupt.id: answer}) as stream: ...`."""
+        return self._ending.paused
+
     def __aiter__(self) -> AsyncGenerator[StreamItem, None]:
         if self._items is None:
             self._items = _pull(self._steps, self._group, self._ending, self._buffer)
@@ -416,10 +493,10 @@ async def iterate_in_thread(
             await anyio.to_thread.run_sync(generator.close)
 
 
-def _step(generator: Generator[Any, None, Any]) -> Tuple[bool, Any]:
+def _step(generator: Generator[Any, None, Any], value_in: Any = None) -> Tuple[bool, Any]:
     """(False, the next value) or (True, the return value): one step, in a worker thread."""
     try:
-        return False, next(generator)
+        return False, generator.send(value_in)
     except StopIteration as stop:
         return True, stop.value
 
@@ -431,7 +508,7 @@ def _attach_item(exc: BaseException, request: Parallel, index: int) -> None:
         "(the other items were cancelled)"
     )
     try:
-        exc.batch_item = index  # type: ignore[attr-defined]
+        exc.batch_item = request.indexes[index]  # type: ignore[attr-defined]
     except AttributeError:
         pass
     add_note(exc, note)
@@ -446,3 +523,34 @@ def _needs_a_task_group(request: Parallel) -> FlowError:
     )
     attach_node_path(error, request.path)
     return error
+
+
+def _resume_stream(
+    paused: Paused, answers: Optional[Any] = None, *, buffer: int = DEFAULT_BUFFER
+) -> FlowStream:
+    paused._go_on(answers, driver=True)
+    steps = engine._walk(paused._root, paused._shared, paused._options, paused._stack)
+    return FlowStream(paused._root, paused._shared, buffer=buffer, steps=steps)
+
+
+async def _resume_run(
+    paused: Paused,
+    answers: Optional[Any] = None,
+    *,
+    on_chunk: Optional[Callable[[Chunk], Any]] = None,
+    on_event: Optional[Callable[[Any], Any]] = None,
+    buffer: int = DEFAULT_BUFFER,
+) -> Any:
+    paused._go_on(answers, driver=True)
+    steps = engine._walk(paused._root, paused._shared, paused._options, paused._stack)
+    return await run(
+        paused._root,
+        paused._shared,
+        on_chunk=on_chunk,
+        on_event=on_event,
+        buffer=buffer,
+        steps=steps,
+    )
+
+
+engine._ASYNC_RESUME.update(stream=_resume_stream, run=_resume_run)

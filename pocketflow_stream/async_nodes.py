@@ -18,6 +18,7 @@ from typing import Any, AsyncGenerator, Callable, Collection, Optional
 
 from . import engine
 from .async_driver import DEFAULT_BUFFER, FlowStream, Return, run
+from .engine import StopSignal
 from .errors import FlowError
 from .events import Chunk, Event
 from .nodes import Node
@@ -72,16 +73,29 @@ class AsyncNode(Node):
         on_event: Optional[Callable[[Event], Any]] = None,
         nodes: Optional[Collection[str]] = None,
         max_steps: Optional[int] = None,
-    ) -> Optional[str]:
-        """Run to the end on the running event loop (asyncio or trio); return the final action.
+        progress: bool = False,
+        pause_before: Optional[Collection[str]] = None,
+        stop: Optional[StopSignal] = None,
+    ) -> Any:
+        """Run to the end on the running event loop (asyncio or trio); return the final action
+        (a Paused handle if the run paused, STOPPED if `stop` was set).
 
-        The push driver: `on_chunk` / `on_event` get every chunk / event as it is made; they
-        may be plain functions or coroutine functions (awaited before the run goes on).
+        The push driver: `on_chunk` / `on_event` get every chunk / event (and interrupt) as it
+        is made; they may be plain functions or coroutine functions (awaited before the run
+        goes on).
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
         return await run(
-            self, shared, on_chunk=on_chunk, on_event=on_event, nodes=nodes, max_steps=max_steps
+            self,
+            shared,
+            on_chunk=on_chunk,
+            on_event=on_event,
+            nodes=nodes,
+            max_steps=max_steps,
+            progress=progress,
+            pause_before=pause_before,
+            stop=stop,
         )
 
     def run_stream_async(
@@ -92,6 +106,9 @@ class AsyncNode(Node):
         nodes: Optional[Collection[str]] = None,
         max_steps: Optional[int] = None,
         buffer: int = DEFAULT_BUFFER,
+        progress: bool = False,
+        pause_before: Optional[Collection[str]] = None,
+        stop: Optional[StopSignal] = None,
     ) -> FlowStream:
         """Stream the run: the same Chunks and events as the sync `run_stream`. Use it as::
 
@@ -105,7 +122,15 @@ class AsyncNode(Node):
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
         return FlowStream(
-            self, shared, events=events, nodes=nodes, max_steps=max_steps, buffer=buffer
+            self,
+            shared,
+            events=events,
+            nodes=nodes,
+            max_steps=max_steps,
+            buffer=buffer,
+            progress=progress,
+            pause_before=pause_before,
+            stop=stop,
         )
 
     async def _run_async(self, shared: Any) -> Optional[str]:  # PocketFlow's name

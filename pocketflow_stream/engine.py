@@ -33,22 +33,28 @@ A parallel batch is one `Parallel` request whose branches are walks of their own
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
+import json
 import time
 import warnings
 from collections import deque
 from collections.abc import Generator as GeneratorABC
+from contextvars import ContextVar
 from itertools import repeat as _repeat
 from types import GeneratorType
-from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, List, Mapping, Optional, Tuple
 
 from .errors import FlowError, MaxStepsExceeded, attach_node_path, describe_path
 from .events import (
+    Ask,
     Chunk,
     FlowFinished,
+    Interrupt,
     NodeFinished,
     NodeStarted,
     Origin,
+    Progress,
     Retry,
     freeze_params,
 )
@@ -69,6 +75,15 @@ __all__ = [
     "Sleep",
     "Stream",
     "Parallel",
+    "NO_SEND",
+    "ask",
+    "StopSignal",
+    "STOPPED",
+    "Paused",
+    "push",
+    "position_of",
+    "fingerprint",
+    "POSITION_VERSION",
 ]
 
 NODE = "node"  # prep -> exec -> post (Node, BatchNode)
@@ -100,6 +115,10 @@ class FlowFrame:
         "custom_routing",  # the flow overrides get_next_node
         "driven",  # its prep and post are async (prep_async, post_async): the driver awaits them
         "branch",  # one param set of a parallel batch flow: ends without the flow's post
+        "pending",  # paused before its node (pause_before): the interrupt's payload, else None
+        "answered",  # the pause before its node was answered: the node runs when resumed
+        "branches",  # a parallel batch flow paused: {index: the paused branch's stack}
+        "done",  # ... and the results of its branches that finished
     )
 
     def __init__(self, flow: Any, origin: Optional[Origin], batch: Any, selected: bool) -> None:
@@ -120,13 +139,47 @@ class FlowFrame:
         self.custom_routing = type(flow).get_next_node is not next_node
         self.driven = flow._async
         self.branch = False
+        self.pending: Any = None
+        self.answered = False
+        self.branches: Optional[Dict[int, List[Any]]] = None
+        self.done: Optional[Dict[int, Any]] = None
 
 
 class _Options:
-    __slots__ = ("chunks", "events", "nodes", "max_steps", "driver", "started")
+    """How one run goes: what it yields, and the opt-in parts (each costs only when used)."""
+
+    __slots__ = (
+        "chunks",
+        "events",
+        "nodes",
+        "max_steps",
+        "driver",
+        "started",
+        "progress",  # yield Progress after each batch item
+        "pause_before",  # node ids to pause before, or None
+        "stop",  # a StopSignal, or None
+        "checkpoint",  # called with the position after every node run, at pauses and the end
+        "next_id",  # the next item id of a checkpointed run; None when items carry no ids
+        "careful",  # chunks take the checked path (ids, stop): never the map/zip fast path
+        "inline",  # plain nodes may run on the hot path (nothing to report per node run)
+        "fingerprint",  # the graph's fingerprint, once computed
+        "resumed",  # the first node entered after resuming a run that was not paused
+        "root",  # what is being run, and the stack of its walk (for checkpoints)
+        "stack",
+        "sections",  # how many parallel sections are running (their branches never save)
+    )
 
     def __init__(
-        self, chunks: bool, events: bool, nodes: Any, max_steps: Optional[int], driver: bool
+        self,
+        chunks: bool,
+        events: bool,
+        nodes: Any,
+        max_steps: Optional[int],
+        driver: bool,
+        progress: bool = False,
+        pause_before: Optional[Any] = None,
+        stop: Optional[StopSignal] = None,
+        checkpoint: Optional[Callable[[Dict[str, Any]], Any]] = None,
     ) -> None:
         self.chunks = chunks
         self.events = events
@@ -136,6 +189,20 @@ class _Options:
         self.nodes = None if nodes is None else frozenset(nodes)
         self.max_steps = max_steps
         self.started: Optional[float] = None  # a node run on its own: when it started
+        self.progress = progress or events
+        if isinstance(pause_before, str):
+            pause_before = (pause_before,)
+        self.pause_before = None if not pause_before else frozenset(pause_before)
+        self.stop = stop
+        self.checkpoint = checkpoint
+        self.next_id: Optional[int] = None if checkpoint is None else 0
+        self.careful = checkpoint is not None or stop is not None
+        self.inline = not events and checkpoint is None and self.pause_before is None
+        self.fingerprint: Optional[str] = None
+        self.resumed = False
+        self.root: Any = None
+        self.stack: List[Any] = []
+        self.sections = 0
 
 
 def walk(
@@ -147,93 +214,152 @@ def walk(
     nodes: Optional[Any] = None,
     max_steps: Optional[int] = None,
     driver: bool = False,
-) -> Generator[Any, None, Optional[str]]:
+    progress: bool = False,
+    pause_before: Optional[Any] = None,
+    stop: Optional[StopSignal] = None,
+    checkpoint: Optional[Callable[[Dict[str, Any]], Any]] = None,
+    resume_from: Optional[Mapping[str, Any]] = None,
+    answers: Optional[Mapping[str, Any]] = None,
+) -> Generator[Any, None, Any]:
     """Run `root` (a flow or a single node) on `shared`, yielding what it streams.
 
     Yields Chunks (unless `chunks` is False; only those from nodes named in `nodes`, or inside
-    flows named in it, when `nodes` is given) and, with `events=True`, lifecycle events.
-    With `driver=True` it also yields Requests, for an async driver to carry out.
-    Returns the final action.
+    flows named in it, when `nodes` is given), with `events=True` lifecycle events, with
+    `progress=True` (or events) Progress after each batch item, and an Interrupt for each
+    pending question when the run pauses (always). With `driver=True` it also yields
+    Requests, for an async driver to carry out.
+
+    Returns the final action; a `Paused` handle when the run paused (a node asked, or it
+    reached a node in `pause_before`); `STOPPED` when `stop` (a StopSignal) was set.
+
+    For the persistence layer (PERSIST): `checkpoint(position)` is called after every
+    completed node run, after each finished batch item, at every pause (status "paused") and
+    at the end (status "done"), with a JSON-ready position (`shared` is not in it; see
+    `position_of`). Under the async driver the call is made in a worker thread. Items of a
+    checkpointed run carry `.id` (chunks, events; `.seq` on an Interrupt): run-unique,
+    increasing. To go on from a saved position in a new process, build the same graph and
+    call `walk(root, shared, checkpoint=..., resume_from=position, answers={id: answer})`
+    with the `shared` saved beside it: what runs again is README's "Pause and resume" table;
+    re-made chunks carry `replay=True` and their original ids. A position naming a node the
+    graph no longer has raises FlowError naming it.
     """
-    return _walk(root, shared, _Options(chunks, events, nodes, max_steps, driver), [])
+    options = _Options(
+        chunks, events, nodes, max_steps, driver, progress, pause_before, stop, checkpoint
+    )
+    stack: List[Any] = []
+    if resume_from is not None:
+        stack = _restore(root, resume_from, answers or {}, options)
+    elif answers:
+        raise FlowError(
+            "answers= goes with resume_from= (a saved position); in-process, "
+            "answer the Paused handle: paused.resume({interrupt_id: answer})."
+        )
+    return _walk(root, shared, options, stack)
 
 
 def _walk(root: Any, shared: Any, options: _Options, stack: List[Any]) -> Generator[Any, None, Any]:
     """The walk itself: the one loop, one pass per step of the frame on top of `stack`.
 
-    `stack` is empty for a run of `root`, or holds the one frame of a parallel branch, whose
-    walk returns its item's result (or its graph's last action). Each frame kind's step is a
-    function below; only the per-chunk path is written out here, where it costs nothing.
+    `stack` is empty for a run of `root`; it holds the frames to go on with for a resumed
+    run, or the one frame of a parallel branch, whose walk returns its item's result (or its
+    graph's last action). Each frame kind's step is a function below; only the per-chunk
+    path is written out here, where it costs nothing. A pause or a stop anywhere in a step
+    raises `_Pause` / `_Stop`, caught once, here.
     """
-    if not stack:
-        stack.append((yield from _enter_root(root, shared, options)))
-    events = options.events
-
-    while True:
-        frame = stack[-1]
-
-        if type(frame) is NodeFrame:  # a node between prep and post, one attempt per pass
-            if frame.index < frame.count:
-                if frame.parallel:  # every item at once, each a branch of its own
-                    yield from _run_items_in_parallel(frame, shared, options)
-                    continue
-                made = yield from _start_attempt(frame, options)
-                if made is not None:  # a generator to stream: the per-chunk path
-                    try:
-                        if not frame.emit:
-                            drain(_capture(made, frame))
-                        elif _RETURN_PASSES_MAP and type(made) is GeneratorType:
-                            # the fast path: no Python frame of ours between the node's
-                            # generator and the walk; its return value reaches `yield from`
-                            tagged = zip(_repeat(frame.attempt_origin()), made)
-                            try:
-                                frame.result = yield from _tag(Chunk, tagged)
-                            except Exception as exc:
-                                if made.gi_frame is not None:  # still suspended: the consumer
-                                    raise  # threw it in, so the run stops here
-                                frame.error = exc
-                        else:
-                            tagged = zip(_repeat(frame.attempt_origin()), _capture(made, frame))
-                            yield from _tag(Chunk, tagged)
-                    finally:  # a stop (close(), throw(), dropping the stream) closes it too
-                        made.close()
-                yield from _settle_attempt(frame, options)
-                continue
-            if frame.branch:  # one item of a parallel batch: its result is all it gives
-                return frame.result
-            action = yield from _finish_node(frame, shared, options)
-
-        else:  # a FlowFrame
-            node = frame.node
-            if node is not None:
-                frame.steps += 1
-                if frame.max_steps is not None:
-                    _count_step(frame, node)
-                node.set_params(frame.params)
-                if (
-                    node._kind is NODE
-                    and not events
-                    and node.max_retries <= 1
-                    and not node._async
-                    and not node.in_thread
-                ):
-                    _run_plain(frame, node, shared)  # the hot path: no frame, nothing to yield
-                else:
-                    stack.append((yield from _enter_child(frame, node, shared, options)))
-                continue
-            if frame.branch:  # one param set of a parallel batch flow: its graph has ended
-                return frame.action
-            if frame.batches is not None and frame.batch_index + 1 < len(frame.batches):
-                yield from _next_batch(frame, shared, options)
-                continue
-            action = yield from _leave_flow(frame, shared, options)
-
-        stack.pop()  # the frame's node or flow finished with `action`
+    if options.sections == 0:  # the run's own walk, not a parallel branch's
+        options.root = root
+        options.stack = stack
+    try:
         if not stack:
-            return action
-        parent = stack[-1]
-        parent.action = action
-        parent.node = _successor(parent, parent.node, action)
+            stack.append((yield from _enter_root(root, shared, options)))
+        inline = options.inline
+        stop = options.stop
+        checkpoint = options.checkpoint
+
+        while True:
+            frame = stack[-1]
+
+            if type(frame) is NodeFrame:  # a node between prep and post, one attempt per pass
+                if frame.index < frame.count:
+                    if frame.parallel:  # every item at once, each a branch of its own
+                        yield from _run_items_in_parallel(frame, shared, options)
+                        continue
+                    made = yield from _start_attempt(frame, options)
+                    if made is None:
+                        pass  # the outcome is in the frame already
+                    elif frame.asking or options.careful:  # answers go in, ids come out
+                        yield from _stream_checked(frame, made, options)
+                    else:  # the per-chunk path
+                        try:
+                            if not frame.emit:
+                                drain(_capture(made, frame))
+                            elif _RETURN_PASSES_MAP and type(made) is GeneratorType:
+                                # the fast path: no Python frame of ours between the node's
+                                # generator and the walk; its return value reaches `yield from`
+                                tagged = zip(_repeat(frame.attempt_origin()), made)
+                                try:
+                                    frame.result = yield from _tag(Chunk, tagged)
+                                except Exception as exc:
+                                    if made.gi_frame is not None:  # still suspended: the
+                                        raise  # consumer threw it in, so the run stops here
+                                    frame.error = exc
+                            else:
+                                origin = frame.attempt_origin()
+                                yield from _tag(Chunk, zip(_repeat(origin), _capture(made, frame)))
+                        finally:  # a stop (close(), throw(), dropping the stream) closes it too
+                            made.close()
+                    yield from _settle_attempt(frame, options)
+                    continue
+                if frame.branch:  # one item of a parallel batch: its result is all it gives
+                    return frame.result
+                action = yield from _finish_node(frame, shared, options)
+
+            else:  # a FlowFrame
+                node = frame.node
+                if node is not None:
+                    if stop is not None and stop.is_set():
+                        raise _Stop()
+                    frame.steps += 1
+                    if frame.max_steps is not None:
+                        _count_step(frame, node)
+                    node.set_params(frame.params)
+                    if (
+                        inline
+                        and node._kind is NODE
+                        and node.max_retries <= 1
+                        and not node._async
+                        and not node.in_thread
+                    ):
+                        _run_plain(frame, node, shared)  # the hot path: no frame, no yield
+                    else:
+                        stack.append((yield from _enter_child(frame, node, shared, options)))
+                    continue
+                if frame.branch:  # one param set of a parallel batch flow: its graph has ended
+                    return frame.action
+                if frame.batches is not None and frame.batch_index + 1 < len(frame.batches):
+                    yield from _next_batch(frame, shared, options)
+                    continue
+                action = yield from _leave_flow(frame, shared, options)
+
+            stack.pop()  # the frame's node or flow finished with `action`
+            if not stack:
+                if checkpoint is not None:
+                    yield from _save(options, "done", action)
+                return action
+            parent = stack[-1]
+            parent.action = action
+            parent.node = _successor(parent, parent.node, action)
+            if checkpoint is not None and not options.sections:
+                yield from _save(options, "running")
+    except _Pause as pause:
+        if pause.frame is not None:  # a plain node asked on the hot path: it gets its frame
+            stack.append(pause.frame)
+        return (yield from _pause(root, shared, options, stack))
+    except _Stop:
+        _close_suspended(stack)
+        if stack and stack[0].branch:  # the section stops the run
+            return STOPPED
+        return STOPPED
 
 
 def drain(stream: Generator[Any, None, Any]) -> Any:
@@ -385,17 +511,25 @@ def _enter_root(root: Any, shared: Any, options: _Options) -> Generator[Any, Non
     origin = Origin(node_name(root))
     if options.events:
         options.started = _perf_counter()
-        yield NodeStarted(origin.name, origin.path, origin.batch)
+        yield NodeStarted(origin.name, origin.path, origin.batch, _take(options))
     return (yield from _enter_node(root, shared, origin, _is_selected(origin, options), options))
 
 
 def _enter_child(
     frame: FlowFrame, node: Any, shared: Any, options: _Options
 ) -> Generator[Any, None, Any]:
-    """The frame for the flow's current node (a node or a sub-flow), after its prep."""
-    origin = Origin(node_name(node), frame.origin, frame.batch)
+    """The frame for the flow's current node (a node or a sub-flow), after its prep. Pauses
+    first when the node is one to pause before (and the pause was not answered yet)."""
+    name = node_name(node)
+    if options.pause_before is not None and name in options.pause_before:
+        if not frame.answered:
+            frame.steps -= 1  # the step is taken when the run goes on
+            frame.pending = {"before": name}
+            raise _Pause()
+        frame.answered = False
+    origin = Origin(name, frame.origin, frame.batch)
     if options.events:
-        yield NodeStarted(origin.name, origin.path, origin.batch)
+        yield NodeStarted(origin.name, origin.path, origin.batch, _take(options))
     if node._kind is FLOW:
         return (yield from _enter_flow(node, shared, frame, options, origin))
     selected = frame.selected or _is_selected(origin, options)
@@ -461,35 +595,29 @@ def _batch_params(prep_res: Any) -> List[Mapping[str, Any]]:
 
 def _next_batch(frame: FlowFrame, shared: Any, options: _Options) -> Generator[Any, None, None]:
     """A batch flow's graph has ended: start its next param set, or (parallel) all the rest at
-    once, each a branch of its own."""
-    if not frame.flow._parallel:
+    once, each a branch of its own: a FlowFrame that runs its graph for that one param set."""
+    flow = frame.flow
+    if not flow._parallel:
         _start_next_batch(frame)
         return
-    request = _parallel_batches(frame, shared, options)
-    yield request
-    request.outcome()
-    frame.batch_index = len(frame.batches) - 1  # type: ignore[arg-type]
-
-
-def _parallel_batches(frame: FlowFrame, shared: Any, options: _Options) -> Parallel:
-    """The remaining param sets of a parallel batch flow, each its own branch of the walk."""
-    flow = frame.flow
     batches: List[Mapping[str, Any]] = frame.batches  # type: ignore[assignment]
-    first = frame.batch_index + 1
 
-    def branch(index: int) -> Generator[Any, None, Any]:
+    def start(index: int) -> List[Any]:
         twin = FlowFrame(flow, frame.origin, None, frame.selected)
         twin.branch = True
         twin.batches = batches
-        twin.batch_index = first + index - 1
+        twin.batch_index = index - 1
         _start_next_batch(twin)  # the one param set this branch runs
         _guard(twin, frame.max_steps)
-        return _walk(None, shared, options, [twin])
+        return [twin]
 
     def label(index: int) -> str:
-        return f"param set {first + index} {dict(batches[first + index])!r}"
+        return f"param set {index} {dict(batches[index])!r}"
 
-    return Parallel(len(batches) - first, branch, label, _own_path(frame), flow.max_concurrency)
+    first = frame.batch_index + 1
+    yield from _run_branches(frame, shared, options, len(batches), start, label, None, first)
+    frame.done = None
+    frame.batch_index = len(batches) - 1
 
 
 def _guard(frame: FlowFrame, max_steps: Optional[int]) -> None:
@@ -524,10 +652,13 @@ def _leave_flow(frame: FlowFrame, shared: Any, options: _Options) -> Generator[A
     if options.events:
         origin = frame.origin
         if origin is None:
-            yield FlowFinished(path[0], (), action, _perf_counter() - frame.started)
+            duration = _perf_counter() - frame.started
+            yield FlowFinished(path[0], (), action, duration, _take(options))
         else:
             duration = _perf_counter() - frame.started
-            yield NodeFinished(origin.name, origin.path, action, duration, origin.batch)
+            yield NodeFinished(
+                origin.name, origin.path, action, duration, origin.batch, _take(options)
+            )
     return action
 
 
@@ -590,6 +721,19 @@ class NodeFrame:
         "driven",  # its hooks go through the async driver (an async node, or one in_thread)
         "parallel",  # its items run concurrently, one branch each
         "branch",  # one item of a parallel batch: ends with the item's result, without post
+        "asking",  # its generator may yield Ask: it streams on the send()-capable path
+        "gen",  # a generator suspended at `yield Ask(...)`, kept for an in-process resume
+        "pending",  # the payload of the question it waits on, else None
+        "answer",  # the answer, once given
+        "answered",
+        "asks",  # the answers this attempt got so far, in order (replayed to a re-run exec)
+        "ask_index",  # how many asks this attempt made so far
+        "replay_until",  # resumed from a checkpoint: chunks before this many asks are replays
+        "first_id",  # a checkpointed run: the id of this attempt's first item
+        "replay_id",  # ... and of the next re-made chunk
+        "shift",  # resumed after a crash: attempts are numbered from 1 (a new attempt)
+        "branches",  # a parallel batch paused: {index: the paused branch's stack}
+        "done",  # ... and the results of its items that finished
     )
 
     def __init__(
@@ -619,13 +763,27 @@ class NodeFrame:
         self.driven = False
         self.parallel = False
         self.branch = False
+        self.asking = False
+        self.gen: Any = None
+        self.pending: Any = None
+        self.answer: Any = None
+        self.answered = False
+        self.asks: List[Any] = []
+        self.ask_index = 0
+        self.replay_until = 0
+        self.first_id: Optional[int] = None
+        self.replay_id = 0
+        self.shift = 0
+        self.branches: Optional[Dict[int, List[Any]]] = None
+        self.done: Optional[Dict[int, Any]] = None
 
-    def attempt_origin(self) -> Origin:
+    def attempt_origin(self, replay: bool = False) -> Origin:
         origin = self.origin
-        if not self.node._batch and self.attempt == 0:
+        attempt = self.attempt + self.shift
+        if not self.node._batch and attempt == 0 and not replay:
             return origin
         item = self.index if self.node._batch else None
-        return Origin(origin.name, origin.parent, origin.batch, item, self.attempt)
+        return Origin(origin.name, origin.parent, origin.batch, item, attempt, replay)
 
 
 def _enter_node(
@@ -645,6 +803,13 @@ def _enter_node(
     frame.parallel = node._parallel and frame.count > 0
     if options.events:
         frame.started = _perf_counter()
+    if options.resumed:  # it may have been running when the process ended: a new attempt
+        options.resumed = False
+        frame.shift = 1
+        if options.events:
+            yield Retry(
+                origin.name, origin.path, None, 0, _INTERRUPTED, origin.batch, _take(options)
+            )
     return frame
 
 
@@ -652,43 +817,129 @@ def _run_items_in_parallel(
     frame: NodeFrame, shared: Any, options: _Options
 ) -> Generator[Any, None, None]:
     """A parallel batch node's items, each its own branch of the walk: a NodeFrame that runs
-    that one item (retries and fallback included) and ends with its result."""
+    that one item (retries and fallback included) and ends with its result. Resumed after a
+    pause, only the paused items that got an answer go on."""
     node = frame.node
 
-    def branch(index: int) -> Generator[Any, None, Any]:
+    def start(index: int) -> List[Any]:
         twin = NodeFrame(node, frame.origin, frame.prep_res, frame.emit, frame.items)
         twin.index = index
         twin.count = index + 1
         twin.driven = frame.driven
         twin.branch = True
-        return _walk(None, shared, options, [twin])
+        return [twin]
+
+    progress = None
+    if options.progress:
+        origin = frame.origin
+
+        def progress(done: int) -> Progress:
+            finished = done + len(frame.done or ())
+            return Progress(
+                origin.name, origin.path, finished, frame.count, origin.batch, _take(options)
+            )
 
     def label(index: int) -> str:
         return f"item {index}"
 
-    request = Parallel(frame.count, branch, label, frame.origin.path, node.max_concurrency)
-    yield request
-    frame.results = request.outcome()
-    frame.index = frame.count
+    yield from _run_branches(frame, shared, options, frame.count, start, label, progress)
+    if frame.done is not None:  # every item finished
+        frame.results = [frame.done[index] for index in range(frame.count)]
+        frame.done = None
+        frame.index = frame.count
+
+
+def _run_branches(
+    frame: Any,
+    shared: Any,
+    options: _Options,
+    count: int,
+    start: Callable[[int], List[Any]],
+    label: Callable[[int], str],
+    progress: Optional[Callable[[int], Any]] = None,
+    first: int = 0,
+) -> Generator[Any, None, None]:
+    """Run branches `first`..`count-1` at once (one Parallel request), or — resumed after a
+    pause — the paused branches that got an answer. Finished branches' results go to
+    `frame.done`; when some are still paused, `frame.branches` keeps their stacks and the run
+    pauses (every pending interrupt is listed, each answerable on its own)."""
+    paused = frame.branches or {}
+    if frame.branches is None:
+        runs = list(range(first, count))
+        stacks: Dict[int, List[Any]] = {}
+        done: Dict[int, Any] = {}
+    else:
+        runs = [index for index, stack in paused.items() if _is_answered(stack)]
+        stacks = paused
+        done = frame.done or {}
+
+    def branch(k: int) -> Generator[Any, None, Any]:
+        index = runs[k]
+        stack = stacks.get(index) or start(index)
+        return _walk(None, shared, options, stack)
+
+    def name(k: int) -> str:
+        return label(runs[k])
+
+    path = frame.origin.path if type(frame) is NodeFrame else _own_path(frame)
+    limit = frame.node.max_concurrency if type(frame) is NodeFrame else frame.flow.max_concurrency
+    request = Parallel(len(runs), branch, name, path, limit, progress, runs)
+    options.sections += 1
+    try:
+        yield request
+    finally:
+        options.sections -= 1
+    results = request.outcome()
+    if any(result is STOPPED for result in results):
+        raise _Stop()
+    still = {index: stack for index, stack in paused.items() if index not in runs}
+    for k, result in enumerate(results):
+        if type(result) is _BranchPaused:
+            still[runs[k]] = result.stack
+        else:
+            done[runs[k]] = result
+    frame.done = done
+    if still:
+        frame.branches = dict(sorted(still.items()))
+        raise _Pause()
+    frame.branches = None
 
 
 def _start_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, Any]:
     """Make one attempt (or the fallback) on the current item.
 
     Returns a sync generator for the walk to stream, or None when the attempt's outcome is
-    already in the frame (`result` or `error`). A driven node's attempt is carried out by the
-    async driver (a generator only for that). A programming error (exec_stream giving no
-    generator) raises at once, never retried; so does a failing exec_fallback.
+    already in the frame (`result`, `error`, or `pending`: it asked). A driven node's attempt
+    is carried out by the async driver (a generator only for that). A programming error
+    (exec_stream giving no generator) raises at once, never retried; so does a failing
+    exec_fallback. Resumed with an answer, a suspended generator goes on (the walk sends the
+    answer in) and an `exec` that asked runs again, its asks answered in order.
     """
     node = frame.node
+    if frame.answered:  # resumed: the answer to the pending question
+        frame.asks.append(frame.answer)
+        frame.answered = False
+        frame.pending = None
+        if frame.gen is not None:  # suspended at `yield Ask(...)`: it goes on from there
+            made, frame.gen = frame.gen, None
+            if frame.driven:
+                yield from _attempt_driven(frame, options, None, None, made)
+                return None
+            return made
     item = frame.items[frame.index]
     failed = frame.failed
     frame.result = frame.error = None
+    frame.ask_index = 0
+    if options.next_id is not None:
+        if not frame.replay_until:  # (a restored frame keeps the first id it had)
+            frame.first_id = options.next_id
+        frame.replay_id = frame.first_id or 0
     if failed is None:  # during exec_fallback cur_retry stays at the last attempt, as in PocketFlow
         node.cur_retry = frame.attempt
     if frame.driven:
-        yield from _attempt_driven(frame, node, item, failed)
+        yield from _attempt_driven(frame, options, item, failed, None)
         return None
+    token = _answers.set(_Answers(frame.asks)) if frame.asks else None
     try:
         if failed is not None:
             made = node.exec_fallback(item, failed)
@@ -696,11 +947,19 @@ def _start_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, 
             made = node.exec_stream(item)
         else:
             made = node.exec(item)
+    except _AskSignal as signal:  # ask() in exec: pause; exec runs again on resume
+        frame.pending = signal.payload
+        frame.ask_index = signal.index + 1
+        return None
     except Exception as exc:
         frame.error = exc
         return None
+    finally:
+        if token is not None:
+            _answers.reset(token)
     if frame.stream:
         if type(made) is GeneratorType or isinstance(made, GeneratorABC):
+            frame.asking = _may_ask(node, made)
             return made
         if failed is None:  # exec_stream must stream; exec_fallback may return a plain value
             raise _not_a_generator(node, made, frame.origin.path)
@@ -708,17 +967,75 @@ def _start_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, 
     return None
 
 
+def _stream_checked(frame: NodeFrame, made: Any, options: _Options) -> Generator[Any, None, None]:
+    """Stream a node's generator one value at a time: the path for a generator that may ask
+    (an `Ask` it yields pauses the run, and the answer is sent back in), for a checkpointed
+    run (each chunk takes the next id; chunks re-made on the way back to a pause carry
+    `replay=True` and their original ids) and for a run with a stop signal (checked per chunk).
+    The outcome goes to the frame; the generator is closed unless it waits for an answer."""
+    stop = options.stop
+    emit = frame.emit
+    counted = options.next_id is not None
+    replaying = frame.ask_index < frame.replay_until
+    origin = frame.attempt_origin(replaying)
+    send = made.send
+    value_in = frame.asks[-1] if frame.ask_index and frame.ask_index == len(frame.asks) else None
+    keep = False
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                raise _Stop()
+            try:
+                value = send(value_in)
+            except StopIteration as end:
+                frame.result = end.value
+                return
+            except Exception as exc:
+                frame.error = exc
+                return
+            value_in = None
+            if type(value) is Ask:
+                index = frame.ask_index
+                frame.ask_index = index + 1
+                if index < len(frame.asks):  # asked before (a re-run): the recorded answer
+                    value_in = frame.asks[index]
+                    if replaying and frame.ask_index >= frame.replay_until:
+                        replaying = False  # past the pause: what comes now is new
+                        origin = frame.attempt_origin()
+                    continue
+                frame.pending = value.payload
+                frame.gen = made
+                keep = True
+                return
+            if not emit:
+                continue
+            if not counted:
+                yield Chunk((origin, value))
+            elif replaying:
+                frame.replay_id += 1
+                yield Chunk((origin, value, frame.replay_id - 1))
+            else:
+                yield Chunk((origin, value, _take(options)))
+    finally:
+        if not keep:
+            made.close()
+
+
 def _attempt_driven(
-    frame: NodeFrame, node: Any, item: Any, failed: Any
+    frame: NodeFrame, options: _Options, item: Any, failed: Any, suspended: Any
 ) -> Generator[Any, None, None]:
     """One attempt (or the fallback) of a driven node, carried out by the async driver; its
     outcome goes to the frame. An async node's hook gives a coroutine (awaited) or an async
-    generator (streamed: the value it yields wrapped in `Return` is its result); a sync node
+    generator (streamed: the value it yields wrapped in `Return` is its result; an `Ask` it
+    yields comes back here, and the driver `asend`s the answer when there is one); a sync node
     marked in_thread has its exec called, or its exec_stream generator stepped, in a worker
-    thread."""
+    thread. `suspended`: a generator that waited for an answer, to go on with."""
+    node = frame.node
     try:
         request: Request
-        if node._async:
+        if suspended is not None:
+            request = _stream_request(frame, options, suspended, frame.asks[-1])
+        elif node._async:
             args: Tuple[Any, ...]
             if failed is not None:
                 hook, args = "exec_fallback_async", (item, failed)
@@ -726,20 +1043,22 @@ def _attempt_driven(
                 hook, args = ("exec_stream_async" if frame.stream else "exec_async"), (item,)
             made = getattr(node, hook)(*args)
             if hasattr(made, "__anext__"):
-                request = Stream(made, frame.attempt_origin(), frame.emit)
+                request = _stream_request(frame, options, made, NO_SEND)
             elif inspect.isawaitable(made):
-                request = Await(made)
+                request = Await(_answering(made, frame.asks) if frame.asks else made)
             else:
                 raise _not_awaitable(node, hook, made, frame.origin.path)
         elif frame.stream and failed is None:  # a blocking node's generator, stepped in a thread
             made = node.exec_stream(item)
             if not isinstance(made, GeneratorABC):
                 raise _not_a_generator(node, made, frame.origin.path)
-            request = Stream(made, frame.attempt_origin(), frame.emit)
-        elif failed is not None:
-            request = InThread(node.exec_fallback, (item, failed))
+            request = _stream_request(frame, options, made, NO_SEND)
         else:
-            request = InThread(node.exec, (item,))
+            function: Callable[..., Any] = node.exec if failed is None else node.exec_fallback
+            args = (item,) if failed is None else (item, failed)
+            if frame.asks:
+                function, args = _Answers(frame.asks).call, (function, *args)
+            request = InThread(function, args)
     except FlowError:
         raise
     except Exception as exc:
@@ -749,22 +1068,65 @@ def _attempt_driven(
     if request.error is None and frame.stream and type(request) is not Stream:
         made = request.result  # a fallback may itself stream
         if hasattr(made, "__anext__") or isinstance(made, GeneratorABC):
-            request = Stream(made, frame.attempt_origin(), frame.emit)
+            request = _stream_request(frame, options, made, NO_SEND)
             yield request
+    if options.stop is not None and options.stop.is_set():
+        raise _Stop()  # the driver ended the stream there, the run stops
+    while type(request) is Stream and request.asked is not None:  # it yielded Ask
+        index = frame.ask_index
+        frame.ask_index = index + 1
+        if index >= len(frame.asks):  # a new question: the run pauses, the generator waits
+            frame.pending = request.asked.payload
+            frame.gen = request.source
+            return
+        request = _stream_request(frame, options, request.source, frame.asks[index])
+        yield request  # asked before (a re-run from a checkpoint): the recorded answer
+    error = request.error
+    if isinstance(error, _AskSignal):  # ask() in an exec_async or an in-thread exec
+        frame.pending, frame.ask_index = error.payload, error.index + 1
+        return
     frame.result = request.result
-    frame.error = request.error
+    frame.error = error
+
+
+def _stream_request(frame: NodeFrame, options: _Options, source: Any, send: Any) -> Stream:
+    """The request to stream `source` (first sending `send` in, when it waited for an
+    answer); replayed chunks, ids of a checkpointed run, as on the sync path."""
+    replaying = frame.ask_index < frame.replay_until
+    ids: Any = None
+    if options.next_id is not None:
+        ids = _ReplayIds(frame) if replaying else options
+    return Stream(source, frame.attempt_origin(replaying), frame.emit, send, ids, options.stop)
 
 
 def _settle_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, None]:
     """Act on the attempt just made: keep its result and go to the next item, or (it failed)
     tell the consumer with Retry, wait, and set up the next attempt or the fallback; raise when
     nothing is left to try."""
+    if frame.pending is not None:  # it asked: the run pauses here
+        raise _Pause()
     error = frame.error
     if error is None:
         frame.results.append(frame.result)
         frame.index += 1
         frame.attempt = 0
         frame.failed = None
+        frame.asks = []
+        frame.ask_index = 0
+        frame.replay_until = 0
+        if frame.node._batch and not frame.branch:
+            if options.progress:
+                origin = frame.origin
+                yield Progress(
+                    origin.name,
+                    origin.path,
+                    frame.index,
+                    frame.count,
+                    origin.batch,
+                    _take(options),
+                )
+            if options.checkpoint is not None and frame.index < frame.count:
+                yield from _save(options, "running")
         return
     node = frame.node
     last = frame.attempt + 1 >= node.max_retries
@@ -774,16 +1136,26 @@ def _settle_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None,
     if options.events:  # the failed attempt's chunks are to be dropped
         origin = frame.attempt_origin()
         yield Retry(
-            origin.name, origin.path, origin.item, frame.attempt, _describe(error), origin.batch
+            origin.name,
+            origin.path,
+            origin.item,
+            origin.attempt,
+            _describe(error),
+            origin.batch,
+            _take(options),
         )
     if last:  # the next pass runs exec_fallback, as attempt max_retries
         frame.failed = error
+        frame.asks = []
+        frame.ask_index = 0
     elif node.wait > 0:
         if options.driver:  # the event loop goes on serving other runs
             yield Sleep(node.wait)
         else:
             time.sleep(node.wait)
     frame.attempt += 1
+    frame.asks = []
+    frame.ask_index = 0
 
 
 def _finish_node(frame: NodeFrame, shared: Any, options: _Options) -> Generator[Any, None, Any]:
@@ -800,9 +1172,10 @@ def _finish_node(frame: NodeFrame, shared: Any, options: _Options) -> Generator[
         raise
     if options.events:
         duration = _perf_counter() - frame.started
-        yield NodeFinished(origin.name, origin.path, action, duration, origin.batch)
+        yield NodeFinished(origin.name, origin.path, action, duration, origin.batch, _take(options))
         if origin.parent is None and options.started is not None:  # a node run on its own
-            yield FlowFinished(origin.name, (), action, _perf_counter() - options.started)
+            duration = _perf_counter() - options.started
+            yield FlowFinished(origin.name, (), action, duration, _take(options))
     return action
 
 
@@ -857,21 +1230,41 @@ _RETURN_PASSES_MAP = _return_passes_map()
 
 def _run_plain(frame: FlowFrame, node: Any, shared: Any) -> None:
     """The hot path: a Node with nothing to yield and no events to tell runs right here —
-    prep, exec (per item), post — and the flow moves on to its successor."""
+    prep, exec (per item), post — and the flow moves on to its successor. An exec that asks
+    (`ask()`) gets a NodeFrame for the pause, so it runs again as any node does on resume."""
+    prep_res: Any = _UNSET
+    results: List[Any] = []
     try:
         prep_res = node.prep(shared)
         if node._batch:
-            exec_res = [_exec_plain(node, item) for item in (prep_res or ())]
+            for item in prep_res or ():
+                results.append(_exec_plain(node, item))
+            exec_res: Any = results
         else:
             exec_res = _exec_plain(node, prep_res)
         action = node.post(shared, prep_res, exec_res)
         if action is not None and not isinstance(action, str):
             raise _bad_action(action, _child_path(frame, node))
+    except _AskSignal as signal:
+        raise _Pause(_asked_on_the_hot_path(frame, node, prep_res, results, signal)) from None
     except Exception as exc:
         _mark(exc, _child_path(frame, node))
         raise
     frame.action = action
     frame.node = _successor(frame, node, action)
+
+
+def _asked_on_the_hot_path(
+    frame: FlowFrame, node: Any, prep_res: Any, results: List[Any], signal: _AskSignal
+) -> NodeFrame:
+    if prep_res is _UNSET or len(results) == (len(prep_res or ()) if node._batch else 1):
+        raise _ask_outside_exec(_child_path(frame, node))
+    paused = NodeFrame(node, Origin(node_name(node), frame.origin, frame.batch), prep_res, False)
+    paused.index = len(results)
+    paused.results = results
+    paused.pending = signal.payload
+    paused.ask_index = signal.index + 1
+    return paused
 
 
 def _exec_plain(node: Any, item: Any) -> Any:
@@ -888,6 +1281,636 @@ def _exec_plain(node: Any, item: Any) -> Any:
 
 def _is_selected(origin: Origin, options: _Options) -> bool:
     return options.nodes is None or origin.name in options.nodes
+
+
+# --- asking, pausing, stopping --------------------------------------------------------------
+
+
+class StopSignal:
+    """A stop request another thread or task can make (a UI's Stop button)::
+
+        stop = StopSignal()
+        for chunk in flow.run_stream(shared, stop=stop):   # stop.set() from elsewhere
+            ...
+
+    The run checks it between nodes and before each chunk: the running node's generator is
+    closed there (its `finally` runs) and the walk ends, returning `STOPPED`. A checkpointed
+    run stays resumable from its last checkpoint. A node blocked inside a call is not
+    interrupted: the stop takes effect when it yields or returns.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+class _Stopped:
+    """What a stopped walk returns (`STOPPED`): not an action, and never equal to one."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "STOPPED"
+
+
+STOPPED = _Stopped()
+
+
+class _Pause(BaseException):
+    """Raised inside a step when the run must pause; caught once, in `_walk`. `frame`: a
+    frame to push first (a plain node that asked on the hot path has none yet)."""
+
+    def __init__(self, frame: Optional[NodeFrame] = None) -> None:
+        super().__init__()
+        self.frame = frame
+
+
+class _Stop(BaseException):
+    """Raised inside a step when the run's StopSignal is set; caught once, in `_walk`."""
+
+
+class _AskSignal(BaseException):
+    """`ask()` in an exec with no recorded answer: the exec stops here, the run pauses. A
+    BaseException, so an app's `except Exception` around its own code does not swallow it."""
+
+    def __init__(self, payload: Any, index: int) -> None:
+        super().__init__(payload)
+        self.payload = payload
+        self.index = index
+
+
+class _Answers:
+    """The answers an exec's earlier asks got, handed out in order by `ask()`."""
+
+    __slots__ = ("answers", "index")
+
+    def __init__(self, answers: List[Any]) -> None:
+        self.answers = answers
+        self.index = 0
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(*args)` with these answers for its asks (an in-thread exec)."""
+        token = _answers.set(self)
+        try:
+            return function(*args)
+        finally:
+            _answers.reset(token)
+
+
+_answers: ContextVar[Optional[_Answers]] = ContextVar("pocketflow_stream_answers", default=None)
+
+
+def ask(payload: Any = None) -> Any:
+    """Pause the run to ask for input, from a node's plain `exec` (or `exec_async`)::
+
+        def exec(self, draft):
+            verdict = ask({"approve": draft})    # pauses the run the first time
+            return verdict
+
+    The first time, the run pauses with an Interrupt carrying `payload`; when it is resumed
+    with an answer, `exec` runs again from its start and this call returns the answer (each
+    ask of that exec, in order, returns its own). Code before the ask therefore runs again:
+    keep side effects after it. In `exec_stream`, `answer = yield Ask(payload)` asks without
+    running anything again.
+    """
+    answers = _answers.get()
+    if answers is not None and answers.index < len(answers.answers):
+        answer = answers.answers[answers.index]
+        answers.index += 1
+        return answer
+    raise _AskSignal(payload, 0 if answers is None else answers.index)
+
+
+async def _answering(awaitable: Any, asks: List[Any]) -> Any:
+    """Await an exec_async with its recorded answers for `ask()` (set in the awaiting task)."""
+    token = _answers.set(_Answers(asks))
+    try:
+        return await awaitable
+    finally:
+        _answers.reset(token)
+
+
+_may_ask_by_code: Dict[Any, bool] = {}
+
+
+def _may_ask(node: Any, made: Any) -> bool:
+    """Whether a node's generator may yield `Ask`, so it must stream on the send()-capable
+    path: its code names `Ask` (looked at once per code object), or its class says `asks =
+    True` (for an Ask yielded from a helper generator)."""
+    if getattr(node, "asks", False):
+        return True
+    code = getattr(made, "gi_code", None)
+    if code is None:
+        return True  # not a plain generator: take the careful path
+    known = _may_ask_by_code.get(code)
+    if known is None:
+        known = _may_ask_by_code[code] = "Ask" in code.co_names
+    return known
+
+
+class _BranchPaused:
+    """What a parallel branch's walk returns when it paused: its stack, to go on with."""
+
+    __slots__ = ("stack",)
+
+    def __init__(self, stack: List[Any]) -> None:
+        self.stack = stack
+
+
+class _ReplayIds:
+    """Ids for chunks re-made on the way back to a pause: their original ones."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: NodeFrame) -> None:
+        self.frame = frame
+
+    def take(self) -> int:
+        self.frame.replay_id += 1
+        return self.frame.replay_id - 1
+
+
+def _take(options: _Options) -> Optional[int]:
+    """The next item id of a checkpointed run (None when items carry no ids)."""
+    number = options.next_id
+    if number is not None:
+        options.next_id = number + 1
+    return number
+
+
+def _pause(
+    root: Any, shared: Any, options: _Options, stack: List[Any]
+) -> Generator[Any, None, Any]:
+    """Yield an Interrupt for every pending question, checkpoint, return the Paused handle.
+    A parallel branch returns its stack instead: its section lists its interrupts."""
+    if stack[0].branch:
+        return _BranchPaused(stack)
+    handle = Paused(root, shared, options, stack)
+    yield from handle.interrupts
+    if options.checkpoint is not None:
+        yield from _save(options, "paused", interrupts=handle.interrupts)
+    return handle
+
+
+def _spots(stack: List[Any], parts: List[str]) -> Iterator[Tuple[str, Any, Any]]:
+    """(interrupt id, frame, parent flow frame) for each pending question in `stack`, in
+    order. An id is deterministic: each flow level's node and step (and batch iteration),
+    the batch item, the ask's number in the attempt ("#before" for pause_before)."""
+    parts = list(parts)
+    parent = None
+    for depth, frame in enumerate(stack):
+        if type(frame) is FlowFrame:
+            if frame.batches is not None and frame.branches is None:
+                parts.append(str(frame.batch_index))
+            if frame.branches is not None:
+                for branch in frame.branches.values():
+                    yield from _spots(branch, parts)
+                return
+            if frame.node is not None:
+                parts.append(f"{node_name(frame.node)}@{frame.steps + (frame.pending is not None)}")
+            if frame.pending is not None and depth == len(stack) - 1:
+                yield "/".join(parts) + "#before", frame, frame
+            parent = frame
+        else:
+            if frame.node._batch:
+                parts.append(f"[{frame.index}]")
+            if frame.branches is not None:
+                for branch in frame.branches.values():
+                    yield from _spots(branch, parts[:-1] if frame.node._batch else parts)
+                return
+            if frame.pending is not None:
+                yield f"{'/'.join(parts)}#{frame.ask_index - 1}", frame, parent
+
+
+def _interrupt(key: str, frame: Any, options: _Options, handle: Any) -> Interrupt:
+    if type(frame) is FlowFrame:  # paused before its node
+        path = _child_path(frame, frame.node)
+        return Interrupt(
+            key, frame.pending, path[-1], path, None, frame.batch, _take(options), handle
+        )
+    origin = frame.origin
+    item = frame.index if frame.node._batch else None
+    return Interrupt(
+        key, frame.pending, origin.name, origin.path, item, origin.batch, _take(options), handle
+    )
+
+
+def _is_answered(stack: List[Any]) -> bool:
+    return any(frame.answered for _, frame, _ in _spots(stack, []))
+
+
+class Paused:
+    """A paused run: what the walk returns (and `Interrupt.handle`) when the run waits for
+    input. `interrupts` lists the pending questions; answer them by id and the run goes on
+    from where it stopped, in this process — nothing runs again, no chunk comes twice::
+
+        paused = interrupt.handle                    # or the stream's return value
+        for item in paused.resume({interrupt.id: "yes"}):
+            ...
+
+    `resume` (pull), `run` (push), `resume_async` / `run_async` (async; a run started by the
+    async driver resumes only there). A handle resumes once; a run that pauses again returns
+    a new one. Answers name pending ids; any other id is refused with FlowError before
+    anything changes. With several pending (parallel items), answer any of them: those go
+    on, the others stay pending. `position()` is the run's JSON-ready position (for PERSIST).
+    """
+
+    def __init__(self, root: Any, shared: Any, options: _Options, stack: List[Any]) -> None:
+        self._root = root
+        self._shared = shared
+        self._options = options
+        self._stack = stack
+        self._spent = False
+        spots = list(_spots(stack, []))
+        self._frames = {key: frame for key, frame, _ in spots}
+        self.interrupts: Tuple[Interrupt, ...] = tuple(
+            _interrupt(key, frame, options, self) for key, frame, _ in spots
+        )
+
+    def __repr__(self) -> str:
+        return f"<Paused {[interrupt.id for interrupt in self.interrupts]!r}>"
+
+    def answer(self, interrupt_id: str, value: Any) -> Paused:
+        """Give the answer for one pending interrupt (before resuming); returns self."""
+        self._check({interrupt_id: value})
+        frame = self._frames[interrupt_id]
+        frame.answer, frame.answered = value, True
+        return self
+
+    def resume(self, answers: Optional[Mapping[str, Any]] = None) -> Generator[Any, None, Any]:
+        """Go on (sync pull): a generator of the run's next items, returning as `walk` does."""
+        self._go_on(answers, driver=False)
+        return _walk(self._root, self._shared, self._options, self._stack)
+
+    def run(
+        self,
+        answers: Optional[Mapping[str, Any]] = None,
+        *,
+        on_chunk: Optional[Callable[[Any], Any]] = None,
+        on_event: Optional[Callable[[Any], Any]] = None,
+    ) -> Any:
+        """Go on (sync push): call back with each item; return as `node.run` does."""
+        return push(self.resume(answers), on_chunk, on_event)
+
+    def resume_async(self, answers: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
+        """Go on under the async driver: a FlowStream, used like `run_stream_async`'s."""
+        return _ASYNC_RESUME["stream"](self, answers, **options)
+
+    async def run_async(self, answers: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
+        """Go on under the async driver, to the end (or the next pause); as `run_async`."""
+        return await _ASYNC_RESUME["run"](self, answers, **options)
+
+    def position(self) -> Dict[str, Any]:
+        """The paused run's JSON-ready position (see `position_of`)."""
+        return position_of(self._options, "paused", interrupts=self.interrupts)
+
+    def close(self) -> None:
+        """Give up the run: close the sync generators that wait for an answer (async ones
+        are closed by `aclose()`)."""
+        self._spent = True
+        _close_suspended(self._stack)
+
+    async def aclose(self) -> None:
+        """Give up the run: close every generator that waits for an answer."""
+        self._spent = True
+        for _, frame, _ in _spots(self._stack, []):
+            gen = getattr(frame, "gen", None)
+            if gen is not None and hasattr(gen, "aclose"):
+                await gen.aclose()
+        _close_suspended(self._stack)
+
+    def _check(self, answers: Mapping[str, Any]) -> None:
+        if self._spent:
+            raise FlowError(
+                "this paused run was resumed already (or closed); a run that pauses again "
+                "returns a new Paused handle: answer that one."
+            )
+        unknown = [key for key in answers if key not in self._frames]
+        if unknown:
+            pending = ", ".join(map(repr, self._frames)) or "none"
+            raise FlowError(
+                f"no pending interrupt has the id {', '.join(map(repr, unknown))}; the pending "
+                f"ones are {pending}. Answer by the id an Interrupt carries (interrupt.id)."
+            )
+
+    def _go_on(self, answers: Optional[Mapping[str, Any]], driver: bool) -> None:
+        answers = dict(answers or {})
+        self._check(answers)
+        if driver != self._options.driver:
+            driven = self._options.driver
+            way = "resume_async() or run_async()" if driven else "resume() or run()"
+            kind = "async" if driven else "sync"
+            raise FlowError(f"this run was paused under the {kind} driver: go on with {way}.")
+        for key, value in answers.items():
+            frame = self._frames[key]
+            frame.answer, frame.answered = value, True
+        for frame in self._frames.values():
+            if type(frame) is FlowFrame:  # a pause before a node needs no answer
+                frame.answered = True
+        if not any(frame.answered for frame in self._frames.values()):
+            raise FlowError(
+                f"resume needs an answer: give one for {', '.join(map(repr, self._frames))} "
+                "as paused.resume({interrupt_id: answer})."
+            )
+        self._spent = True
+
+
+_ASYNC_RESUME: Dict[str, Callable[..., Any]] = {}  # set by async_driver (a layer above)
+
+
+def _close_suspended(stack: List[Any]) -> None:
+    for _, frame, _ in _spots(stack, []):
+        gen = getattr(frame, "gen", None)
+        if gen is not None and hasattr(gen, "close"):
+            gen.close()
+            frame.gen = None
+
+
+def push(
+    stream: Generator[Any, None, Any],
+    on_chunk: Optional[Callable[[Any], Any]],
+    on_event: Optional[Callable[[Any], Any]],
+) -> Any:
+    """The push driver: call `on_chunk` with each Chunk and `on_event` with every other item
+    (events, interrupts); return the walk's return value."""
+    step = stream.__next__
+    try:
+        while True:
+            item = step()
+            if type(item) is Chunk:
+                if on_chunk is not None:
+                    on_chunk(item)
+            elif on_event is not None:
+                on_event(item)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        stream.close()
+
+
+def _ask_outside_exec(path: tuple) -> FlowError:
+    error = FlowError(
+        f"node {describe_path(path)}: ask() was called outside exec (in prep or post). Ask in "
+        "exec (or exec_stream with `yield Ask(...)`), or use an AskNode, whose question comes "
+        "from its prep."
+    )
+    _mark(error, path)
+    return error
+
+
+_UNSET = object()
+_INTERRUPTED = "the run ended before this node finished; it runs again as a new attempt"
+
+
+# --- checkpoints: a run's position as JSON-ready data ---------------------------------------
+
+POSITION_VERSION = 1
+
+
+def _save(
+    options: _Options, status: str, action: Any = None, interrupts: Tuple[Any, ...] = ()
+) -> Generator[Any, None, None]:
+    """Hand the run's position to the checkpoint callable: called here for a sync run, in a
+    worker thread (an InThread request) under the async driver, so the loop never blocks."""
+    position = position_of(options, status, action, interrupts)
+    checkpoint = options.checkpoint
+    assert checkpoint is not None
+    if not options.driver:
+        checkpoint(position)
+        return
+    request = InThread(checkpoint, (position,))
+    yield request
+    request.outcome()
+
+
+def position_of(
+    options: _Options, status: str, action: Any = None, interrupts: Tuple[Any, ...] = ()
+) -> Dict[str, Any]:
+    """A run's position: plain data (JSON-ready when the app's values are), never `shared`.
+
+    Keys: `version` (POSITION_VERSION), `fingerprint` (see `fingerprint`), `status`
+    ("running" | "paused" | "done"), `root` (the id of what is run), `next_id` (the next item
+    id), `frames` (the stack, outermost first: a flow frame holds its current node's id,
+    params, prep_res, batch_index, steps, last action, and a pause before its node; a node
+    frame its id, prep_res, item index, finished results, attempt, the asks answered so far
+    and the pending question; a paused parallel section, the stacks of its paused branches
+    and its finished results), `interrupts` (the pending ones, as `to_dict()`), `action`
+    (when done). Store it with `shared`; go on from it with `walk(..., resume_from=...)`.
+    """
+    if options.fingerprint is None:
+        options.fingerprint = fingerprint(options.root)
+    return {
+        "version": POSITION_VERSION,
+        "fingerprint": options.fingerprint,
+        "status": status,
+        "root": node_name(options.root),
+        "next_id": options.next_id,
+        "frames": [_frame_state(frame) for frame in options.stack],
+        "interrupts": [interrupt.to_dict() for interrupt in interrupts],
+        "action": action,
+    }
+
+
+def _frame_state(frame: Any) -> Dict[str, Any]:
+    state: Dict[str, Any]
+    if type(frame) is FlowFrame:
+        state = {
+            "kind": "flow",
+            "node": None if frame.node is None else node_name(frame.node),
+            "params": frame.params,
+            "prep_res": frame.prep_res,
+            "batch_index": frame.batch_index,
+            "steps": frame.steps,
+            "action": frame.action,
+            "before": frame.pending is not None,
+        }
+    else:
+        state = {
+            "kind": "node",
+            "node": frame.origin.name,
+            "prep_res": frame.prep_res,
+            "index": frame.index,
+            "results": frame.results,
+            "attempt": frame.attempt,
+            "asks": frame.asks,
+            "pending": frame.pending,
+            "ask_index": frame.ask_index,
+            "first_id": frame.first_id,
+        }
+    if frame.branches is not None:
+        state["branches"] = {
+            str(index): [_frame_state(inner) for inner in stack]
+            for index, stack in frame.branches.items()
+        }
+        state["done"] = {str(index): result for index, result in (frame.done or {}).items()}
+    return state
+
+
+def fingerprint(root: Any) -> str:
+    """A short hash of the graph's shape: every flow's node ids, their classes and their
+    transitions, sub-flows included. The same graph built twice gives the same fingerprint."""
+    shape: List[Any] = []
+    flows = [root] if root._kind is FLOW else []
+    shape.append([node_name(root), type(root).__qualname__])
+    while flows:
+        flow = flows.pop(0)
+        _assign_ids(flow)
+        for node in _graph(flow):
+            successors = {action: node_name(next_) for action, next_ in node.successors.items()}
+            shape.append([node_name(flow), node_name(node), type(node).__qualname__, successors])
+            if node._kind is FLOW:
+                flows.append(node)
+    text = json.dumps(shape, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _graph(flow: Any) -> List[Any]:
+    """The flow's nodes (the originals), breadth-first from its start in wiring order."""
+    order: List[Any] = []
+    seen = set()
+    queue = deque([flow.start_node] if flow.start_node is not None else [])
+    while queue:
+        node = queue.popleft()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        queue.extend(node.successors.values())
+    return order
+
+
+def _restore(
+    root: Any, position: Mapping[str, Any], answers: Mapping[str, Any], options: _Options
+) -> List[Any]:
+    """The stack to go on with from a saved position, with `answers` for its pending
+    questions. Nothing runs here: the walk goes on from this stack."""
+    if position.get("version") != POSITION_VERSION:
+        raise FlowError(
+            f"cannot resume from a position of version {position.get('version')!r}: this "
+            f"version of pocketflow_stream reads version {POSITION_VERSION}."
+        )
+    if position.get("status") == "done":
+        raise FlowError("the run of this position has finished: there is nothing to resume.")
+    options.root = root
+    options.next_id = position.get("next_id")
+    options.fingerprint = fingerprint(root)
+    stack: List[Any] = []
+    for depth, state in enumerate(position["frames"]):
+        stack.append(_restore_frame(root, stack, state, options, depth == 0))
+    pending = {key: frame for key, frame, _ in _spots(stack, [])}
+    unknown = [key for key in answers if key not in pending]
+    if unknown:
+        raise FlowError(
+            f"no pending interrupt of this position has the id {', '.join(map(repr, unknown))};"
+            f" the pending ones are {', '.join(map(repr, pending)) or 'none'}."
+        )
+    for key, frame in pending.items():
+        if type(frame) is FlowFrame:
+            frame.answered = True
+        elif key in answers:
+            frame.asks.append(answers[key])
+            frame.pending = None
+            frame.replay_until = len(frame.asks)
+            frame.ask_index = 0
+        elif frame.branches is None:
+            raise FlowError(
+                f"resume needs an answer for {key!r} (node {describe_path(frame.origin.path)} "
+                "waits for one): pass answers={interrupt_id: answer}."
+            )
+    if position.get("status") == "running" and stack:
+        top = stack[-1]
+        if type(top) is FlowFrame:
+            options.resumed = True  # the next node may have been in flight: a new attempt
+        else:
+            top.shift = 1
+    return stack
+
+
+def _restore_frame(
+    root: Any, stack: List[Any], state: Mapping[str, Any], options: _Options, outermost: bool
+) -> Any:
+    parent: Optional[FlowFrame] = stack[-1] if stack else None
+    if parent is None:
+        target, origin = root, None
+    else:
+        target = parent.node
+        origin = Origin(node_name(target), parent.origin, parent.batch)
+        target.set_params(parent.params)
+    if state["kind"] == "flow":
+        if parent is None:
+            frame = FlowFrame(
+                target, None, None, options.nodes is not None and node_name(root) in options.nodes
+            )
+        else:
+            selected = parent.selected or _is_selected(origin, options)  # type: ignore[arg-type]
+            frame = FlowFrame(target, origin, parent.batch, selected)
+        _assign_ids(target)
+        _guard(frame, target.max_steps if target.max_steps is not None else options.max_steps)
+        if options.events:
+            frame.started = _perf_counter()
+        frame.prep_res = state["prep_res"]
+        frame.params = dict(state["params"])
+        frame.steps = state["steps"]
+        frame.action = state["action"]
+        if target._batch:
+            frame.batches = _batch_params(frame.prep_res)
+            frame.batch_index = state["batch_index"]
+            if frame.batch_index >= 0:
+                frame.batch = freeze_params(frame.batches[frame.batch_index])
+        if state["node"] is not None:
+            frame.node = _copy(_node_by_id(target, state["node"], frame))
+        if state.get("before"):
+            frame.pending = {"before": state["node"]}
+        if state.get("branches"):
+            raise FlowError(
+                f"{_flow_label(frame)}: resuming a paused parallel batch from a saved position "
+                "is not supported yet; resume it in-process (Paused.resume_async)."
+            )
+        return frame
+    if origin is None:
+        origin = Origin(node_name(target))
+    selected = (parent.selected if parent else False) or _is_selected(origin, options)
+    node_frame = NodeFrame(target, origin, state["prep_res"], options.chunks and selected)
+    _restore_node_frame(node_frame, state, options)
+    return node_frame
+
+
+def _restore_node_frame(frame: NodeFrame, state: Mapping[str, Any], options: _Options) -> None:
+    target, origin = frame.node, frame.origin
+    frame.driven = target._async or (options.driver and target.in_thread)
+    frame.parallel = target._parallel and frame.count > 0
+    if state.get("branches"):
+        raise FlowError(
+            f"node {describe_path(origin.path)}: resuming a paused parallel batch from a saved "
+            "position is not supported yet; resume it in-process (Paused.resume_async)."
+        )
+    frame.index = state["index"]
+    frame.results = list(state["results"])
+    frame.attempt = state["attempt"]
+    frame.asks = list(state["asks"])
+    frame.pending = state["pending"]
+    frame.ask_index = state["ask_index"]
+    frame.first_id = state["first_id"]
+    if options.events:
+        frame.started = _perf_counter()
+
+
+def _node_by_id(flow: Any, node_id: str, frame: FlowFrame) -> Any:
+    for node in _graph(flow):
+        if node_name(node) == node_id:
+            return node
+    known = ", ".join(repr(node_name(node)) for node in _graph(flow))
+    raise FlowError(
+        f"cannot resume: {_flow_label(frame)} has no node {node_id!r} any more (its nodes are "
+        f"{known}). The saved run stopped there; resume it with the graph it ran on."
+    )
 
 
 # --- copies, paths and error messages ----------------------------------------------------
@@ -1046,22 +2069,41 @@ class Sleep(Request):
         self.seconds = seconds
 
 
+NO_SEND = object()  # Stream.send when there is no answer to send in first
+
+
 class Stream(Request):
-    """Iterate `source` and pass each value on as `Chunk((origin, value))` (only when `emit`).
+    """Iterate `source` and pass each value on as `Chunk((origin, value))` (only when `emit`;
+    `Chunk((origin, value, ids.take()))` when `ids` is given, in a checkpointed run).
 
     `source` is an async generator (result: the value it yields wrapped in `Return`, after which
     it is closed; None if it yields none), or a sync generator of a node marked in_thread,
-    stepped in a worker thread (result: its return value). The driver closes it however the
-    iteration ends.
+    stepped in a worker thread (result: its return value). When it yields an `Ask`, the driver
+    puts it in `asked` and stops there WITHOUT closing it (the walk pauses, or answers it with
+    a new Stream whose `send` is the answer: the driver sends that in first, with `asend` /
+    `send`). `stop`: a StopSignal checked before each value. Otherwise the driver closes the
+    source however the iteration ends.
     """
 
-    __slots__ = ("source", "origin", "emit")
+    __slots__ = ("source", "origin", "emit", "send", "ids", "stop", "asked")
 
-    def __init__(self, source: Any, origin: Origin, emit: bool) -> None:
+    def __init__(
+        self,
+        source: Any,
+        origin: Origin,
+        emit: bool,
+        send: Any = NO_SEND,
+        ids: Any = None,
+        stop: Optional[StopSignal] = None,
+    ) -> None:
         super().__init__()
         self.source = source
         self.origin = origin
         self.emit = emit
+        self.send = send
+        self.ids = ids
+        self.stop = stop
+        self.asked: Optional[Ask] = None
 
 
 class Parallel(Request):
@@ -1070,10 +2112,11 @@ class Parallel(Request):
     `branch(index)` makes branch `index`: a walk generator to be driven like any other, whose
     return value is that branch's result. Result: the list of results, in index order. When a
     branch fails, the driver cancels the others and records that branch's exception, marked
-    with `label(index)` and `path`.
+    with `label(index)`, `path` and its item number `indexes[index]`. `progress(done)`, when
+    given, makes an item for the consumer after each branch that finished.
     """
 
-    __slots__ = ("count", "branch", "label", "path", "limit")
+    __slots__ = ("count", "branch", "label", "path", "limit", "progress", "indexes")
 
     def __init__(
         self,
@@ -1082,6 +2125,8 @@ class Parallel(Request):
         label: Callable[[int], str],
         path: Tuple[str, ...],
         limit: Optional[int],
+        progress: Optional[Callable[[int], Any]] = None,
+        indexes: Optional[List[int]] = None,
     ) -> None:
         super().__init__()
         self.count = count
@@ -1089,3 +2134,5 @@ class Parallel(Request):
         self.label = label
         self.path = path
         self.limit = limit
+        self.progress = progress
+        self.indexes = list(range(count)) if indexes is None else indexes

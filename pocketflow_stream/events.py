@@ -7,7 +7,7 @@ nodes, flows or the engine's frames: the engine hands it an `Origin` and the dat
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import field, fields
 from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from ._compat import frozen_slots
@@ -19,6 +19,9 @@ __all__ = [
     "NodeFinished",
     "Retry",
     "FlowFinished",
+    "Progress",
+    "Ask",
+    "Interrupt",
     "Event",
     "StreamItem",
     "json_ready",
@@ -45,12 +48,13 @@ class Origin:
     nested ten thousand deep cost constant memory per level.
     """
 
-    __slots__ = ("name", "parent", "batch", "item", "attempt")
+    __slots__ = ("name", "parent", "batch", "item", "attempt", "replay")
     name: str
     parent: Optional[Origin]
     batch: Optional[Mapping[str, Any]]
     item: Optional[int]
     attempt: int
+    replay: bool  # chunks re-made on the way back to a pause, resuming from a checkpoint
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class Origin:
         batch: Optional[Mapping[str, Any]] = None,
         item: Optional[int] = None,
         attempt: int = 0,
+        replay: bool = False,
     ) -> None:
         _set = object.__setattr__  # shared by every chunk of a node run: immutable once made
         _set(self, "name", name)
@@ -66,6 +71,7 @@ class Origin:
         _set(self, "batch", batch)
         _set(self, "item", item)
         _set(self, "attempt", attempt)
+        _set(self, "replay", replay)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Origin is immutable: cannot set {name!r}")
@@ -74,7 +80,10 @@ class Origin:
         raise AttributeError(f"Origin is immutable: cannot delete {name!r}")
 
     def __reduce__(self) -> Any:
-        return (Origin, (self.name, self.parent, self.batch, self.item, self.attempt))
+        return (
+            Origin,
+            (self.name, self.parent, self.batch, self.item, self.attempt, self.replay),
+        )
 
     @property
     def path(self) -> Tuple[str, ...]:
@@ -104,9 +113,15 @@ class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in
     - `batch`: the params of the innermost (Async, Parallel) BatchFlow iteration the node runs
       in, else None.
 
+    - `id` (also `seq`): in a checkpointed run, the item's run-unique increasing number (the
+      same when the chunk is re-made on resume); None otherwise.
+    - `replay`: True for a chunk re-made on the way back to a pause when a run resumes from a
+      checkpoint (it carries its original `id`: a relay that delivered it drops it).
+
     A chunk is the pair `(origin, data)` underneath, made as `Chunk((origin, data))`: it is
     the one object made per chunk, and a tuple subclass without a Python-level `__new__` is the
-    cheapest immutable object Python can make.
+    cheapest immutable object Python can make. A checkpointed run's chunks are the triple
+    `(origin, data, id)`.
     """
 
     __slots__ = ()
@@ -140,9 +155,19 @@ class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in
     def batch(self) -> Optional[Mapping[str, Any]]:
         return self[0].batch
 
+    @property
+    def id(self) -> Optional[int]:
+        return self[2] if len(self) > 2 else None
+
+    seq = id
+
+    @property
+    def replay(self) -> bool:
+        return self[0].replay  # type: ignore[no-any-return]
+
     def to_dict(self) -> Dict[str, Any]:
         origin = self[0]
-        return {
+        out = {
             "type": "chunk",
             "node": origin.name,
             "path": list(origin.path),
@@ -151,6 +176,11 @@ class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in
             "batch": None if origin.batch is None else json_ready(dict(origin.batch)),
             "data": json_ready(self[1]),
         }
+        if len(self) > 2:
+            out["id"] = self[2]
+        if origin.replay:
+            out["replay"] = True
+        return out
 
     def __repr__(self) -> str:
         origin = self[0]
@@ -204,15 +234,26 @@ def freeze_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 class _EventBase:
+    """`to_dict()`: every field, JSON-ready; `id` only in a checkpointed run (where every item
+    carries one), `handle` never (a live object)."""
+
     __slots__ = ()
     type: ClassVar[str]
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"type": self.type}
-        for field in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, field.name)
-            out[field.name] = list(value) if field.name == "path" else json_ready(value)
+        for each in fields(self):  # type: ignore[arg-type]
+            name = each.name
+            value = getattr(self, name)
+            if name == "handle" or (value is None and name in ("id", "seq")):
+                continue
+            out[name] = list(value) if name == "path" else json_ready(value)
         return out
+
+    @property
+    def seq(self) -> Optional[int]:
+        """The item's run-unique increasing number in a checkpointed run, else None."""
+        return getattr(self, "id", None)
 
 
 @frozen_slots
@@ -224,6 +265,7 @@ class NodeStarted(_EventBase):
     node: str
     path: Tuple[str, ...]
     batch: Optional[Mapping[str, Any]] = None
+    id: Optional[int] = None
 
 
 @frozen_slots
@@ -237,6 +279,7 @@ class NodeFinished(_EventBase):
     action: Optional[str]
     duration: float
     batch: Optional[Mapping[str, Any]] = None
+    id: Optional[int] = None
 
 
 @frozen_slots
@@ -252,18 +295,78 @@ class Retry(_EventBase):
     attempt: int
     error: str
     batch: Optional[Mapping[str, Any]] = None
+    id: Optional[int] = None
 
 
 @frozen_slots
 class FlowFinished(_EventBase):
-    """The flow being run finished with `action` (always the last item of a stream)."""
+    """The flow (or the node) being run finished with `action` (always the last item of a
+    stream that ran to its end)."""
 
     type: ClassVar[str] = "flow_finished"
     node: str
     path: Tuple[str, ...]
     action: Optional[str]
     duration: float
+    id: Optional[int] = None
 
 
-Event = Union[NodeStarted, NodeFinished, Retry, FlowFinished]
+@frozen_slots
+class Progress(_EventBase):
+    """`done` of a batch node's `total` items are finished (opt-in: `progress=True`, or with
+    `events=True`); `batch` as on NodeStarted."""
+
+    type: ClassVar[str] = "progress"
+    node: str
+    path: Tuple[str, ...]
+    done: int
+    total: int
+    batch: Optional[Mapping[str, Any]] = None
+    id: Optional[int] = None
+
+
+class Ask:
+    """What a streaming node yields to pause the run and wait for an answer::
+
+        answer = yield Ask({"question": "Send the e-mail?"})   # in exec_stream
+
+    `payload` is JSON-ready data for the front end (a question, a tool call to approve, a
+    form). The stream shows an `Interrupt` carrying it; the run goes on when the answer comes
+    (see README, "Pause and resume")."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: Any = None) -> None:
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"Ask({self.payload!r})"
+
+
+@frozen_slots
+class Interrupt(_EventBase):
+    """The run paused to wait for input: always yielded (whether events are on or not), then
+    the stream ends. `id` is deterministic (node path, steps, batch item, ask number) and is
+    what the answer is given for; `payload` is what the node asked with; `node`, `path`,
+    `item`, `batch` say where. `seq` is its number in a checkpointed run. `handle` is the
+    `Paused` handle of the run (never in `to_dict()`), to answer and resume in-process."""
+
+    type: ClassVar[str] = "interrupt"
+    id: str
+    payload: Any
+    node: str
+    path: Tuple[str, ...]
+    item: Optional[int] = None
+    batch: Optional[Mapping[str, Any]] = None
+    seq: Optional[int] = None
+    handle: Any = field(default=None, compare=False, repr=False)
+
+    def __reduce__(self) -> Any:  # the live handle does not travel
+        return (
+            Interrupt,
+            (self.id, self.payload, self.node, self.path, self.item, self.batch, self.seq),
+        )
+
+
+Event = Union[NodeStarted, NodeFinished, Retry, FlowFinished, Progress, Interrupt]
 StreamItem = Union[Chunk, Event]

@@ -5,6 +5,7 @@
 - BatchNode: exec once per item of what prep returned.
 - StreamNode: exec_stream, a generator whose yields stream out and whose return value is exec_res.
 - StreamBatchNode: exec_stream once per item; chunks carry the item's index.
+- AskNode: a node whose exec asks the question its prep made (a pause between nodes).
 
 Running is not done here: every `run` / `run_stream` hands the node to the engine.
 """
@@ -17,7 +18,7 @@ from typing import Any, Callable, Collection, Dict, Generator, Optional
 from . import engine
 from .events import Chunk, Event, StreamItem
 
-__all__ = ["BaseNode", "Node", "BatchNode", "StreamNode", "StreamBatchNode"]
+__all__ = ["BaseNode", "Node", "BatchNode", "StreamNode", "StreamBatchNode", "AskNode"]
 
 
 class BaseNode:
@@ -83,12 +84,16 @@ class BaseNode:
         on_event: Optional[Callable[[Event], Any]] = None,
         nodes: Optional[Collection[str]] = None,
         max_steps: Optional[int] = None,
-    ) -> Optional[str]:
-        """Run to the end and return the final action.
+        progress: bool = False,
+        pause_before: Optional[Collection[str]] = None,
+        stop: Optional[engine.StopSignal] = None,
+    ) -> Any:
+        """Run to the end and return the final action (a `Paused` handle if the run paused,
+        `STOPPED` if `stop` was set).
 
         The push driver: `on_chunk` is called with every Chunk as it is made (only those from
-        the nodes or flows named in `nodes`, when given), `on_event` with every lifecycle event.
-        Without callbacks, chunks are not even made.
+        the nodes or flows named in `nodes`, when given), `on_event` with every lifecycle event
+        and every Interrupt. Without callbacks, chunks are not even made.
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
@@ -99,10 +104,13 @@ class BaseNode:
             events=on_event is not None,
             nodes=nodes,
             max_steps=max_steps,
+            progress=progress,
+            pause_before=pause_before,
+            stop=stop,
         )
         if on_chunk is None and on_event is None:
-            return engine.drain(stream)  # type: ignore[no-any-return]
-        return _push(stream, on_chunk, on_event)
+            return engine.drain(stream)
+        return engine.push(stream, on_chunk, on_event)
 
     def run_stream(
         self,
@@ -111,11 +119,18 @@ class BaseNode:
         events: bool = False,
         nodes: Optional[Collection[str]] = None,
         max_steps: Optional[int] = None,
-    ) -> Generator[StreamItem, None, Optional[str]]:
+        progress: bool = False,
+        pause_before: Optional[Collection[str]] = None,
+        stop: Optional[engine.StopSignal] = None,
+    ) -> Generator[StreamItem, None, Any]:
         """Run, yielding every Chunk as it is made; the generator returns the final action.
 
-        `events=True` adds lifecycle events (NodeStarted, NodeFinished, Retry, FlowFinished).
+        `events=True` adds lifecycle events (NodeStarted, NodeFinished, Retry, Progress,
+        FlowFinished); `progress=True` adds only Progress (after each batch item).
         `nodes` keeps only the chunks of the nodes (or of the flows) with those names.
+        A run that pauses (a node asks, or `pause_before` names the next node) yields an
+        Interrupt and returns a `Paused` handle (see README, "Pause and resume"); `stop` (a
+        StopSignal) stops it from another thread, returning `STOPPED`.
         Closing the generator stops the run: the running exec_stream is closed, nothing after
         it runs. Example::
 
@@ -125,7 +140,16 @@ class BaseNode:
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
-        return engine.walk(self, shared, events=events, nodes=nodes, max_steps=max_steps)
+        return engine.walk(
+            self,
+            shared,
+            events=events,
+            nodes=nodes,
+            max_steps=max_steps,
+            progress=progress,
+            pause_before=pause_before,
+            stop=stop,
+        )
 
     def _run(self, shared: Any) -> Optional[str]:  # PocketFlow's name, for apps that call it
         return engine.drain(engine.walk(self, shared, chunks=False))  # type: ignore[no-any-return]
@@ -216,28 +240,26 @@ class StreamNode(Node):
         yield  # pragma: no cover - makes this a generator function
 
 
+class AskNode(Node):
+    """A ready-made node that pauses the run to ask a question between nodes.
+
+    Its `prep(shared)` returns the JSON-ready payload (the question, the tool call to
+    approve); the run pauses with an Interrupt carrying it; the answer becomes exec_res, for
+    `post(shared, payload, answer)`. On resume nothing runs again (prep's payload is kept)::
+
+        class Approve(AskNode):
+            def prep(self, shared):
+                return {"approve": shared["tool_call"]}
+            def post(self, shared, payload, answer):
+                return "run_tool" if answer == "yes" else "skip"
+    """
+
+    def exec(self, payload: Any) -> Any:
+        return engine.ask(payload)
+
+
 class StreamBatchNode(StreamNode):
     """exec_stream runs once per item of prep's list; chunks carry the item's index in
     `chunk.item`; exec_res is the list of the generators' return values."""
 
     _batch = True
-
-
-def _push(
-    stream: Generator[StreamItem, None, Optional[str]],
-    on_chunk: Optional[Callable[[Chunk], Any]],
-    on_event: Optional[Callable[[Event], Any]],
-) -> Optional[str]:
-    step = stream.__next__
-    try:
-        while True:
-            item = step()
-            if type(item) is Chunk:
-                if on_chunk is not None:
-                    on_chunk(item)
-            elif on_event is not None:
-                on_event(item)  # type: ignore[arg-type]
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    finally:
-        stream.close()

@@ -28,6 +28,7 @@ from pocketflow_stream import (
     FlowFinished,
     NodeFinished,
     NodeStarted,
+    Progress,
     Retry,
 )
 
@@ -153,7 +154,7 @@ def test_events_nest_like_the_flows_and_every_chunk_belongs_to_the_running_node(
         elif isinstance(item, NodeFinished):
             assert running.pop() == item.path
             assert item.duration >= 0
-        elif isinstance(item, Retry):
+        elif isinstance(item, (Retry, Progress)):  # Progress: after each batch item
             assert running[-1] == item.path
         else:
             assert type(item) is Chunk
