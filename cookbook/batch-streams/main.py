@@ -1,6 +1,6 @@
 """Recipe: a BatchFlow of a streaming sub-flow — every chunk says which batch item made it.
 
-python cookbook/batch_streams.py
+python cookbook/batch-streams/main.py
 """
 
 from __future__ import annotations

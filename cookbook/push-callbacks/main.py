@@ -1,6 +1,6 @@
 """Recipe: push-style consumption — a callback per chunk, only from the nodes you care about.
 
-    python cookbook/push_callbacks.py
+    python cookbook/push-callbacks/main.py
 
 `flow.run(shared, on_chunk=...)` calls back live and returns the final action. `nodes=` keeps
 the chunks of the named nodes (or of every node inside the named sub-flows).

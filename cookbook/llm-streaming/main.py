@@ -1,0 +1,67 @@
+"""Recipe: stream a model's answer to the terminal; press Enter to stop it mid-sentence.
+
+    python cookbook/llm-streaming/main.py
+
+Offline with the scripted model; swap in `OpenAIChatModel("gpt-4o-mini")` (extra `openai`) or
+`AnthropicModel("claude-sonnet-4-6")` (extra `anthropic`) for a real one. Leaving the loop
+closes the running node at once: its `finally` runs and the model's HTTP stream is dropped.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from pocketflow_stream import StreamFlow
+from pocketflow_stream.llm import LLMNode, ScriptedModel, TextDelta
+
+QUESTION = "Why do LLM apps stream their answers?"
+ANSWER = (
+    "Because people read faster than models write. A reply of four hundred tokens can take "
+    "ten seconds to generate, and a blank screen for ten seconds feels broken, while text "
+    "that appears word by word feels alive. Streaming also lets the reader stop an answer "
+    "that went the wrong way, which saves tokens, money and patience. And tool calls can be "
+    "shown while their arguments are still arriving, so an agent's work is visible as it "
+    "happens rather than all at once at the end."
+)
+
+
+class Answer(LLMNode):
+    def exec_stream(self, messages):
+        try:
+            reply = yield from super().exec_stream(messages)
+        finally:  # runs when the answer ends and when the consumer stops it
+            print("\n[stream closed]", flush=True)
+        return reply
+
+    def post(self, shared, messages, reply):
+        shared["answer"] = reply.content
+
+
+def stop_on_enter(pressed: threading.Event) -> None:
+    """Sets `pressed` when a line arrives on stdin (Enter); end of input stops nothing."""
+    if sys.stdin.readline().endswith("\n"):
+        pressed.set()
+
+
+def main(model=None) -> str:
+    """Streams the answer until it ends or Enter is pressed; returns the text shown."""
+    model = model or ScriptedModel([ANSWER], chunk_size=3, delay=0.03)
+    pressed = threading.Event()
+    threading.Thread(target=stop_on_enter, args=(pressed,), daemon=True).start()
+    print(f"{QUESTION}  (press Enter to stop)", flush=True)
+
+    shared = {"messages": [{"role": "user", "content": QUESTION}]}
+    shown = ""
+    for chunk in StreamFlow(start=Answer(model)).run_stream(shared):
+        if pressed.is_set():
+            print("\n[stopped]", end="", flush=True)
+            break  # leaving the loop closes the run: Answer's `finally` runs now, post never
+        if isinstance(chunk.data, TextDelta):
+            shown += chunk.data.text
+            print(chunk.data.text, end="", flush=True)
+    return shown
+
+
+if __name__ == "__main__":
+    main()
