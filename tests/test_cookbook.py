@@ -315,38 +315,69 @@ def text_of(events) -> str:
     return text
 
 
+ANSWER = "The first words arrive at once. The rest comes after the pause, and none is lost."
+
+
+class HeldModel:
+    """The scripted answer, held after `hold_after` deltas until the test releases it, so the
+    test knows the run is still going while it reads, drops and reconnects."""
+
+    def __init__(self, hold_after: int) -> None:
+        from pocketflow_stream.llm import ScriptedModel
+
+        self.scripted = ScriptedModel(lambda messages, tools: ANSWER, chunk_size=4)
+        self.hold_after = hold_after
+        self.released = threading.Event()  # set from the test's thread
+        self.holding = threading.Event()
+
+    async def astream(self, messages, *, tools=None, **options):
+        made = 0
+        async for delta in self.scripted.astream(messages, tools=tools, **options):
+            if made == self.hold_after:
+                self.holding.set()
+                while not self.released.is_set():  # bounded by the test's release
+                    await anyio.sleep(0.005)
+            made += 1
+            yield delta
+
+
 def test_fastapi_sse_resumes_with_last_event_id_without_gap_or_duplicate():
     import httpx
 
     module = recipe("fastapi-sse")
-    with Server(module.create_app(delay=0.005)) as server:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            started = client.post("/runs", json={"question": "Why stream?"})
-            assert started.status_code == 201
-            url = started.json()["events"]
+    model = HeldModel(hold_after=8)
+    with Server(module.create_app(model)) as server:
+        try:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                started = client.post("/runs", json={"question": "Why stream?"})
+                assert started.status_code == 201
+                url = started.json()["events"]
 
-            first = read_events(client, url, count=5)  # then the connection drops
-            assert [event["id"] for event in first] == ["1", "2", "3", "4", "5"]
-            assert first[0]["event"] == "node_started"
-            rest = read_events(client, url, last_event_id=first[-1]["id"])
-            ids = [int(event["id"]) for event in first + rest]
-            assert ids == list(range(1, len(ids) + 1))  # no gap, no duplicate
-            assert [event["event"] for event in rest[-2:]] == ["flow_finished", "end"]
-            assert text_of(first + rest) == (
-                "Streaming shows the answer while it is written, so nobody stares at a "
-                "blank page, and a dropped connection loses nothing when events have ids."
-            )
+                # live: these arrive while the model is held, long before the run can end
+                first = read_events(client, url, count=5)  # then the connection drops
+                assert [event["id"] for event in first] == ["1", "2", "3", "4", "5"]
+                assert first[0]["event"] == "node_started"
+                assert model.holding.wait(timeout=30) and not model.released.is_set()
 
-            late = read_events(client, url)  # after the end: the whole run
-            assert late == first + rest
+                model.released.set()  # the run goes on with nobody connected ...
+                rest = read_events(client, url, last_event_id=first[-1]["id"])  # ... resumed
+                ids = [int(event["id"]) for event in first + rest]
+                assert ids == list(range(1, len(ids) + 1))  # no gap, no duplicate
+                assert [event["event"] for event in rest[-2:]] == ["flow_finished", "end"]
+                assert text_of(first + rest) == ANSWER
 
-            # a reconnect after the end: 204 tells an EventSource to stop reconnecting
-            again = client.get(url, headers={"Last-Event-ID": rest[-1]["id"]})
-            assert again.status_code == 204
-            wrong = client.get(url, headers={"Last-Event-ID": "9999"})
-            assert wrong.status_code == 400 and "9999" in wrong.json()["detail"]
-            missing = client.get("/runs/nope/events")
-            assert missing.status_code == 404 and "POST /runs" in missing.json()["detail"]
+                late = read_events(client, url)  # after the end: the whole run
+                assert late == first + rest
+
+                # a reconnect after the end: 204 tells an EventSource to stop reconnecting
+                again = client.get(url, headers={"Last-Event-ID": rest[-1]["id"]})
+                assert again.status_code == 204
+                wrong = client.get(url, headers={"Last-Event-ID": "9999"})
+                assert wrong.status_code == 400 and "9999" in wrong.json()["detail"]
+                missing = client.get("/runs/nope/events")
+                assert missing.status_code == 404 and "POST /runs" in missing.json()["detail"]
+        finally:
+            model.released.set()
 
 
 def test_fastapi_sse_each_run_has_its_own_buffer_and_ids():

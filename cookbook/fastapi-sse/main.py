@@ -110,9 +110,10 @@ class RunRequest(BaseModel):
     question: str
 
 
-def create_app(delay: float = 0.05) -> FastAPI:
-    """The app: `POST /runs`, `GET /runs/{run_id}/events`. `delay`: the scripted model's
-    pause between deltas, in seconds."""
+def create_app(model: Any = None, *, delay: float = 0.05) -> FastAPI:
+    """The app: `POST /runs`, `GET /runs/{run_id}/events`. `model`: any model with
+    `astream(messages)` (default: the scripted one, `delay` seconds between deltas)."""
+    model = model or offline_model(delay)
     runs: Dict[str, RunBuffer] = {}
 
     @asynccontextmanager
@@ -128,7 +129,7 @@ def create_app(delay: float = 0.05) -> FastAPI:
     async def start_run(request: RunRequest) -> Dict[str, str]:
         run_id = uuid.uuid4().hex
         runs[run_id] = buffer = RunBuffer()
-        flow = AsyncStreamFlow(start=Answer(offline_model(delay)))
+        flow = AsyncStreamFlow(start=Answer(model))
         shared = {"messages": [{"role": "user", "content": request.question}]}
         app.state.runs_group.start_soon(produce, flow, shared, buffer)
         return {"run_id": run_id, "events": f"/runs/{run_id}/events"}
