@@ -754,7 +754,15 @@ class Probe:
     def block_in_thread(self) -> None:
         anyio.from_thread.run_sync(self.blocked.set)
         self.release.wait(5)
-        time.sleep(0.02)  # still busy when the stop comes: the stop waits for this step
+        # still busy until the loop has run as far as it can: a stop that does not wait for
+        # this step returns meanwhile, one that waits stays blocked on it
+        anyio.from_thread.run(all_tasks_blocked)
+
+
+async def all_tasks_blocked() -> None:
+    """`wait_all_tasks_blocked`, called from a worker thread whose task may be cancelled."""
+    with anyio.CancelScope(shield=True):
+        await anyio.wait_all_tasks_blocked()
 
 
 class Worker(AsyncStreamNode):
