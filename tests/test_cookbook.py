@@ -121,11 +121,11 @@ def test_llm_streaming_stops_at_enter_and_closes_the_node():
             program.wait()
     text = output.rest()
     header = f"{module.QUESTION}  (press Enter to stop)\n"
-    answer = text[len(header) :].split("\n[stopped]", 1)[0]
+    answer = text[len(header) :].split("\n[stream closed]", 1)[0]
     assert started in answer and module.ANSWER.startswith(answer)
     assert len(answer) < len(module.ANSWER) // 2  # stopped early, long before the end
-    # nothing after the stop but the node's `finally`
-    assert text == header + answer + "\n[stopped]\n[stream closed]\n"
+    # nothing after the stop but the node's `finally`, and post never ran
+    assert text == header + answer + "\n[stream closed]\n[stopped]\n"
 
 
 def test_llm_streaming_shows_the_whole_answer_when_not_stopped(capsys):

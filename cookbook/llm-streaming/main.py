@@ -2,9 +2,11 @@
 
     python cookbook/llm-streaming/main.py
 
-Offline with the scripted model; swap in `OpenAIChatModel("gpt-4o-mini")` (extra `openai`) or
-`AnthropicModel("claude-sonnet-4-6")` (extra `anthropic`) for a real one. Leaving the loop
-closes the running node at once: its `finally` runs and the model's HTTP stream is dropped.
+Enter is read in another thread, which sets a `StopSignal`; the run checks it before each
+chunk and closes the running node there: its `finally` runs, the model's HTTP stream is dropped
+and `post` never runs. (Breaking out of the `for` loop does the same from the loop itself.)
+Offline with the scripted model; pass `OpenAIChatModel("gpt-4o-mini")` (extra `openai`) or
+`AnthropicModel("claude-sonnet-4-6")` (extra `anthropic`) to `main` for a real one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from pocketflow_stream import StreamFlow
+from pocketflow_stream import StopSignal, StreamFlow
 from pocketflow_stream.llm import LLMNode, ScriptedModel, TextDelta
 
 QUESTION = "Why do LLM apps stream their answers?"
@@ -30,7 +32,7 @@ class Answer(LLMNode):
     def exec_stream(self, messages):
         try:
             reply = yield from super().exec_stream(messages)
-        finally:  # runs when the answer ends and when the consumer stops it
+        finally:  # runs when the answer ends and when the run is stopped
             print("\n[stream closed]", flush=True)
         return reply
 
@@ -38,28 +40,27 @@ class Answer(LLMNode):
         shared["answer"] = reply.content
 
 
-def stop_on_enter(pressed: threading.Event) -> None:
-    """Sets `pressed` when a line arrives on stdin (Enter); end of input stops nothing."""
+def stop_on_enter(stop: StopSignal) -> None:
+    """Asks the run to stop when a line arrives on stdin (Enter); end of input stops nothing."""
     if sys.stdin.readline().endswith("\n"):
-        pressed.set()
+        stop.set()
 
 
 def main(model=None) -> str:
     """Streams the answer until it ends or Enter is pressed; returns the text shown."""
     model = model or ScriptedModel([ANSWER], chunk_size=3, delay=0.03)
-    pressed = threading.Event()
-    threading.Thread(target=stop_on_enter, args=(pressed,), daemon=True).start()
+    stop = StopSignal()
+    threading.Thread(target=stop_on_enter, args=(stop,), daemon=True).start()
     print(f"{QUESTION}  (press Enter to stop)", flush=True)
 
     shared = {"messages": [{"role": "user", "content": QUESTION}]}
     shown = ""
-    for chunk in StreamFlow(start=Answer(model)).run_stream(shared):
-        if pressed.is_set():
-            print("\n[stopped]", end="", flush=True)
-            break  # leaving the loop closes the run: Answer's `finally` runs now, post never
+    for chunk in StreamFlow(start=Answer(model)).run_stream(shared, stop=stop):
         if isinstance(chunk.data, TextDelta):
             shown += chunk.data.text
             print(chunk.data.text, end="", flush=True)
+    if "answer" not in shared:  # post never ran: the run was stopped
+        print("[stopped]", flush=True)
     return shown
 
 
