@@ -152,7 +152,9 @@ def _has_thought(step: Step, call_ids: AbstractSet[str]) -> bool:
         or step.children
         or step.values
         or step.error
+        or step.retries
         or step.progress
+        or step.interrupt is not None
         or any(result.call_id not in call_ids for result in step.results)
     )
 
@@ -445,7 +447,10 @@ class LiveRun:
         changed = asyncio.Event()
 
         def wake() -> None:
-            loop.call_soon_threadsafe(changed.set)
+            try:
+                loop.call_soon_threadsafe(changed.set)
+            except RuntimeError:  # the loop closed under us: nobody is reading any more
+                pass
 
         with self._lock:
             self._wake = wake
@@ -485,6 +490,8 @@ class LiveRun:
                 if over:
                     return
         finally:
+            with self._lock:
+                self._wake = None
             self.stop()
 
 
