@@ -44,7 +44,7 @@ def add_note(exc: BaseException, note: str) -> None:
         return
     notes = getattr(exc, "__notes__", None)
     try:
-        exc.__notes__ = [*(notes or ()), note]  # type: ignore[attr-defined]
+        exc.__notes__ = [*(notes or ()), note]  # type: ignore[attr-defined, unused-ignore]  # <3.11
     except AttributeError:
         pass
 

@@ -102,7 +102,7 @@ class Origin:
         )
 
 
-class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in the MRO
+class Chunk(tuple[Any, ...]):  # (origin, data[, id]); typing.Tuple would put Generic in the MRO
     """One value a node yielded, tagged with where it came from.
 
     - `data`: what the node yielded, untouched.
@@ -129,7 +129,8 @@ class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in
 
     @property
     def origin(self) -> Origin:
-        return self[0]
+        origin: Origin = self[0]
+        return origin
 
     @property
     def data(self) -> Any:
@@ -137,36 +138,43 @@ class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in
 
     @property
     def node(self) -> str:
-        return self[0].name
+        origin: Origin = self[0]
+        return origin.name
 
     @property
     def path(self) -> Tuple[str, ...]:
-        return self[0].path
+        origin: Origin = self[0]
+        return origin.path
 
     @property
     def item(self) -> Optional[int]:
-        return self[0].item
+        origin: Origin = self[0]
+        return origin.item
 
     @property
     def attempt(self) -> int:
-        return self[0].attempt
+        origin: Origin = self[0]
+        return origin.attempt
 
     @property
     def batch(self) -> Optional[Mapping[str, Any]]:
-        return self[0].batch
+        origin: Origin = self[0]
+        return origin.batch
 
     @property
     def id(self) -> Optional[int]:
-        return self[2] if len(self) > 2 else None
+        number: Optional[int] = self[2] if len(self) > 2 else None
+        return number
 
     seq = id
 
     @property
     def replay(self) -> bool:
-        return self[0].replay  # type: ignore[no-any-return]
+        origin: Origin = self[0]
+        return origin.replay
 
     def to_dict(self) -> Dict[str, Any]:
-        origin = self[0]
+        origin: Origin = self[0]
         out = {
             "type": "chunk",
             "node": origin.name,
@@ -183,7 +191,7 @@ class Chunk(tuple):  # (origin, data); not Tuple[...]: that would put Generic in
         return out
 
     def __repr__(self) -> str:
-        origin = self[0]
+        origin: Origin = self[0]
         return (
             f"Chunk(node={origin.name!r}, path={origin.path!r}, data={self[1]!r}, "
             f"item={origin.item!r}, attempt={origin.attempt!r}, batch={origin.batch!r})"

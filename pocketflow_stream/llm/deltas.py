@@ -8,7 +8,7 @@ like the engine's chunks. This module knows no provider format and nothing of th
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, ClassVar, Dict, Optional, Union
+from typing import Any, Callable, ClassVar, Dict, Optional, Union
 
 from .._compat import frozen_slots
 
@@ -159,7 +159,7 @@ Delta = Union[
     ProviderError,
 ]
 
-_BY_TYPE = {
+_BY_TYPE: Dict[str, Callable[..., Delta]] = {
     cls.type: cls
     for cls in (
         TextDelta,
@@ -184,7 +184,7 @@ def delta_from_dict(data: Dict[str, Any]) -> Delta:
     """
     fields = dict(data)
     kind = fields.pop("type", None)
-    cls = _BY_TYPE.get(kind)  # type: ignore[arg-type]
+    cls = _BY_TYPE.get(kind)
     if cls is None:
         raise ValueError(f"unknown delta type {kind!r}; expected one of {sorted(_BY_TYPE)}")
-    return cls(**fields)  # type: ignore[no-any-return]
+    return cls(**fields)
