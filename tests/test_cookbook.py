@@ -293,11 +293,14 @@ def read_events(client, url, last_event_id=None, count=None):
         assert response.headers["content-type"].startswith("text/event-stream")
         fields: dict = {}
         for line in response.iter_lines():
+            if line.startswith(":"):  # a comment (keep-alive): no event
+                continue
             if line:
                 name, _, value = line.partition(": ")
                 fields[name] = value
                 continue
-            events.append(fields)
+            if fields:
+                events.append(fields)
             fields = {}
             if len(events) == count:
                 break  # leaving the block drops the connection mid-stream
@@ -341,12 +344,22 @@ class HeldModel:
             yield delta
 
 
+def quiet_stream_pings(client, url, after) -> bool:
+    """While the run is held, a stream gets the frames made so far, then a keep-alive
+    comment (not the end: the stream ends only with the run)."""
+    with client.stream("GET", url, headers={"Last-Event-ID": after}) as response:
+        for line in response.iter_lines():
+            if line == ": ping":
+                return True
+    return False
+
+
 def test_fastapi_sse_resumes_with_last_event_id_without_gap_or_duplicate():
     import httpx
 
     module = recipe("fastapi-sse")
     model = HeldModel(hold_after=8)
-    with Server(module.create_app(model)) as server:
+    with Server(module.create_app(model, ping_every=0.05)) as server:
         try:
             with httpx.Client(base_url=server.url, timeout=30) as client:
                 started = client.post("/runs", json={"question": "Why stream?"})
@@ -358,6 +371,7 @@ def test_fastapi_sse_resumes_with_last_event_id_without_gap_or_duplicate():
                 assert [event["id"] for event in first] == ["1", "2", "3", "4", "5"]
                 assert first[0]["event"] == "node_started"
                 assert model.holding.wait(timeout=30) and not model.released.is_set()
+                assert quiet_stream_pings(client, url, after=first[-1]["id"])
 
                 model.released.set()  # the run goes on with nobody connected ...
                 rest = read_events(client, url, last_event_id=first[-1]["id"])  # ... resumed

@@ -80,8 +80,10 @@ class RunBuffer:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def frames_after(self, last_id: int) -> AsyncIterator[str]:
-        """The frames after `last_id`, then each new one as it is added, until the run ends."""
+    async def frames_after(self, last_id: int, ping_every: float = 15) -> AsyncIterator[str]:
+        """The frames after `last_id`, then each new one as it is added, until the run ends;
+        a comment line when nothing came for `ping_every` seconds (so proxies keep the
+        connection open while a run is quiet)."""
         sent = last_id
         while True:
             while sent < len(self.frames):
@@ -89,7 +91,10 @@ class RunBuffer:
                 yield self.frames[sent - 1]
             if self.finished:
                 return
-            await self._changed.wait()
+            with anyio.move_on_after(ping_every) as quiet:
+                await self._changed.wait()
+            if quiet.cancelled_caught:
+                yield ": ping\n\n"
 
 
 async def produce(flow: AsyncStreamFlow, shared: Dict[str, Any], buffer: RunBuffer) -> None:
@@ -110,9 +115,10 @@ class RunRequest(BaseModel):
     question: str
 
 
-def create_app(model: Any = None, *, delay: float = 0.05) -> FastAPI:
+def create_app(model: Any = None, *, delay: float = 0.05, ping_every: float = 15) -> FastAPI:
     """The app: `POST /runs`, `GET /runs/{run_id}/events`. `model`: any model with
-    `astream(messages)` (default: the scripted one, `delay` seconds between deltas)."""
+    `astream(messages)` (default: the scripted one, `delay` seconds between deltas);
+    `ping_every`: seconds of quiet before a keep-alive comment."""
     model = model or offline_model(delay)
     runs: Dict[str, RunBuffer] = {}
 
@@ -154,7 +160,7 @@ def create_app(model: Any = None, *, delay: float = 0.05) -> FastAPI:
         if buffer.finished and after == len(buffer.frames):
             return Response(status_code=204)  # nothing more, ever: EventSource stops here
         return StreamingResponse(
-            buffer.frames_after(after),
+            buffer.frames_after(after, ping_every),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -166,7 +172,8 @@ def main(port: int = 8000) -> None:
     import uvicorn
 
     print(f"POST http://127.0.0.1:{port}/runs, then GET the events URL it gives (Ctrl-C stops)")
-    uvicorn.run(create_app(), host="127.0.0.1", port=port)
+    # streams still open at Ctrl-C get 5 seconds to end before the server stops anyway
+    uvicorn.run(create_app(), host="127.0.0.1", port=port, timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":
