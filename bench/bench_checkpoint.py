@@ -3,13 +3,15 @@
     python bench/bench_checkpoint.py          # needs the bench extra: pip install -e .[bench]
     python bench/bench_checkpoint.py --quick
 
-1. A checkpointed node step (1 KB `shared`, SQLiteStore's default durability "node"): the
-   strict JSON walk, the record, the compare-and-set save and its commit, against a bare
-   `BEGIN IMMEDIATE; INSERT ... ON CONFLICT DO UPDATE; COMMIT` of the same bytes on the same
-   kind of file. Target <= 1.5x.
+1. A checkpointed node step of a durable run (a two-node loop, 1 KB `shared`, SQLiteStore's
+   default durability "node"): the engine's position, the strict JSON walk, the record, the
+   compare-and-set save and its commit, after every node — against a bare
+   `BEGIN IMMEDIATE; INSERT ... ON CONFLICT DO UPDATE; COMMIT` of the same bytes (one of the
+   run's checkpoints) on the same kind of file. Target <= 1.5x.
 2. The same two-node loop checkpointed by LangGraph's SQLite checkpointer (SqliteSaver), per
    step, against ours. Target: ours at least 10x cheaper.
-3. Each durability mode's cost per step ("node", "power", "pause").
+3. Each durability mode's cost per step ("node", "power", "pause"), and "power" against a
+   bare upsert committed with synchronous=FULL.
 4. Uncheckpointed runs are unchanged: a plain run with the persist layer imported against one
    in a process that never imported it.
 """
@@ -66,12 +68,12 @@ def fresh_file(folder: str, name: str) -> str:
 # --- 1. a checkpointed step against a bare upsert commit ---------------------------------
 
 
-def bare_upsert(folder: str, steps: int, text: str) -> float:
+def bare_upsert(folder: str, steps: int, text: str, synchronous: str = "NORMAL") -> float:
     """The floor: the same bytes written and committed the cheapest correct way."""
     path = fresh_file(folder, "bare.db")
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, seq INTEGER, record TEXT)")
     upsert = (
         "INSERT INTO runs (run_id, seq, record) VALUES (?, ?, ?) "
@@ -88,35 +90,57 @@ def bare_upsert(folder: str, steps: int, text: str) -> float:
     return elapsed / steps
 
 
-def store_step(folder: str, steps: int, durability: str = "node") -> float:
-    """A checkpoint as the durable run layer takes it after a node: encode shared strictly,
-    build the record, compare-and-set save and commit."""
-    from pocketflow_stream.persist import Record, SQLiteStore, encode
+def make_loop(turns: int) -> Any:
+    """The same two-node loop as bench_core's: plan -"act"-> act -> plan ..., `turns` turns."""
+    import pocketflow_stream as pfs
 
-    path = fresh_file(folder, f"store-{durability}.db")
-    store = SQLiteStore(path, durability=durability)
-    lease = store.claim("run", "bench", ttl=600)
-    shared: Dict[str, Any] = {"turn": 0, "messages": MESSAGES, "done": False}
-    position = {"version": 1, "frames": [{"flow": "Loop", "node": "Plan"}], "next_id": 0}
-    seq = 0
+    class Plan(pfs.Node):
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+            shared["turn"] += 1
+            return "act" if shared["turn"] < turns else "done"
+
+    class Act(pfs.Node):
+        pass
+
+    plan, act = Plan(), Act()
+    plan - "act" >> act
+    act >> plan
+    return pfs.Flow(start=plan, name="Loop")
+
+
+def durable_step(folder: str, turns: int, durability: str = "node") -> float:
+    """A checkpointed node step of a real durable run: the engine's position, the strict
+    JSON walk, the record, the compare-and-set save and its commit, after every node."""
+    from pocketflow_stream.persist import DurableRuns, SQLiteStore
+
+    path = fresh_file(folder, f"durable-{durability}.db")
+    runs = DurableRuns(make_loop(turns), SQLiteStore(path, durability=durability), ttl=600)
+    shared = {"turn": 0, "messages": MESSAGES, "done": False}
     gc.collect()
     start = time.perf_counter()
-    for step in range(steps):
-        shared["turn"] = step
-        status = "running" if step < steps - 1 else "done"
-        record = Record("run", status, position, encode(shared, writer="Loop > Plan"), at="Plan")
-        seq = store.save(lease, seq, record)
+    run = runs.start(shared)
+    for _ in run:
+        pass
     elapsed = time.perf_counter() - start
-    store.close()
-    return elapsed / steps
+    assert run.status == "done" and shared["turn"] == turns
+    runs.store.close()
+    return elapsed / (2 * turns - 1)
 
 
-def record_text() -> str:
-    from pocketflow_stream.persist import Record
+def durable_record_text(folder: str) -> str:
+    """The bytes one checkpoint of that run commits (for the bare baseline)."""
+    from pocketflow_stream.persist import DurableRuns, SQLiteStore
 
-    position = {"version": 1, "frames": [{"flow": "Loop", "node": "Plan"}], "next_id": 0}
-    shared = {"turn": 0, "messages": MESSAGES, "done": False}
-    return Record("run", "running", position, shared, at="Plan").to_json(1, time.time())
+    path = fresh_file(folder, "sample.db")
+    runs = DurableRuns(make_loop(3), SQLiteStore(path))
+    run = runs.start({"turn": 0, "messages": MESSAGES, "done": False})
+    items = iter(run)
+    for _ in items:
+        pass
+    record = runs.store.load(run.run_id)
+    assert record is not None
+    runs.store.close()
+    return record.to_json(record.seq, record.updated_at)
 
 
 # --- 2. LangGraph's SQLite checkpointer on the same loop ---------------------------------
@@ -202,49 +226,59 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a smaller, noisier run")
     args = parser.parse_args()
-    steps = 500 if args.quick else 3000
-    turns = 100 if args.quick else 500
+    turns = 250 if args.quick else 1500
+    lg_turns = 100 if args.quick else 500
     repeats = 3 if args.quick else 5
     results: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
-        text = record_text()
+        text = durable_record_text(folder)
         results["record_bytes"] = len(text)
+        steps = 2 * turns - 1
         bare, ours = interleaved(
-            repeats, lambda: bare_upsert(folder, steps, text), lambda: store_step(folder, steps)
+            repeats,
+            lambda: bare_upsert(folder, steps, text),
+            lambda: durable_step(folder, turns),
         )
-        results["store_step_us"] = ours * 1e6
+        results["durable_step_us"] = ours * 1e6
         results["bare_upsert_us"] = bare * 1e6
-        results["store_vs_bare"] = ours / bare
+        results["durable_vs_bare"] = ours / bare
         for durability in ("node", "power", "pause"):
-            count = steps // 10 if durability == "power" else steps
-            cost = best_of(repeats, lambda d=durability, n=count: store_step(folder, n, d))
+            count = turns // 10 if durability == "power" else turns
+            cost = best_of(repeats, lambda d=durability, n=count: durable_step(folder, n, d))
             results[f"durability_{durability}_us"] = cost * 1e6
+        bare_full = best_of(repeats, lambda: bare_upsert(folder, steps // 10, text, "FULL"))
+        results["bare_full_us"] = bare_full * 1e6
+        results["power_vs_bare_full"] = results["durability_power_us"] / results["bare_full_us"]
         try:
-            theirs = best_of(repeats, lambda: langgraph_step(folder, turns))
+            theirs = best_of(repeats, lambda: langgraph_step(folder, lg_turns))
         except ImportError:
             print("LangGraph is not installed (pip install -e .[bench]): skipping its figure")
         else:
             results["langgraph_step_us"] = theirs * 1e6
-            results["langgraph_vs_store_step"] = theirs / ours
+            results["langgraph_vs_ours"] = theirs / ours
     loop_turns = 20_000 if args.quick else 100_000
     without = plain_step(False, loop_turns)
     with_persist = plain_step(True, loop_turns)
     results["plain_step_ns"] = without * 1e9
     results["plain_step_with_persist_imported_ratio"] = with_persist / without
 
-    print(f"record: {results['record_bytes']} bytes of JSON")
+    print(f"one checkpoint: {results['record_bytes']} bytes of JSON")
     print(
-        f"checkpointed step (store level) / bare upsert commit: {results['store_vs_bare']:.2f}x "
-        f"({results['store_step_us']:.1f} us vs {results['bare_upsert_us']:.1f} us; "
-        f"target <= 1.5x)"
+        f"checkpointed node step (durable run, durability 'node') / bare upsert commit of the "
+        f"same bytes: {results['durable_vs_bare']:.2f}x ({results['durable_step_us']:.1f} us "
+        f"vs {results['bare_upsert_us']:.1f} us; target <= 1.5x)"
     )
     if "langgraph_step_us" in results:
         print(
-            f"LangGraph SqliteSaver step / ours: {results['langgraph_vs_store_step']:.1f}x "
+            f"LangGraph SqliteSaver step / ours: {results['langgraph_vs_ours']:.1f}x "
             f"({results['langgraph_step_us']:.0f} us; target >= 10x)"
         )
     for durability in ("node", "power", "pause"):
         print(f"durability {durability!r}: {results[f'durability_{durability}_us']:.1f} us/step")
+    print(
+        f"durability 'power' / a bare upsert commit with synchronous=FULL: "
+        f"{results['power_vs_bare_full']:.2f}x ({results['bare_full_us']:.1f} us)"
+    )
     print(
         f"uncheckpointed step with persist imported / without: "
         f"{results['plain_step_with_persist_imported_ratio']:.2f}x "

@@ -342,9 +342,13 @@ def test_two_processes_resuming_at_once_exactly_one_advances(app, tmp_path):
             run = runs.resume({run.run_id!r}, json.loads(sys.argv[2]))
         except RunBusy as busy:
             print("busy:", busy)
+            open({str(tmp_path / "tried")!r}, "w").close()
         else:
+            while not os.path.exists({str(tmp_path / "tried")!r}):  # holds the lease until
+                assert time.monotonic() < deadline  # the other one has tried
+                time.sleep(0.001)
             for item in run:
-                time.sleep(0.05)  # holds the lease a while: the other one is refused meanwhile
+                pass
             print("advanced:", run.status)
         """
     )

@@ -231,3 +231,13 @@ def test_one_bad_value_anywhere_is_refused(value, bad):
     with pytest.raises(NotJSONError):
         encode([value, {"deep": [bad]}])
     json.dumps([value])  # the rest alone is JSON
+
+
+def test_a_value_nested_too_deep_is_refused_not_a_recursion_error():
+    deep: list = []
+    inner = deep
+    for _ in range(1000):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(NotJSONError, match=r"it is nested more than 400 levels deep"):
+        encode({"deep": deep})

@@ -26,6 +26,7 @@ nothing of SQL, LLMs or UIs.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional
 
@@ -40,7 +41,6 @@ from .strict_json import (
     Codecs,
     check_size,
     decode,
-    dumps,
     encode,
 )
 
@@ -269,11 +269,12 @@ class _Segment:
 
     def checkpoint(self, position: Dict[str, Any]) -> None:
         """The engine's hook: save `shared` at `position`."""
-        writer, self._writer = self._writer, _at(position)
+        at = _at(position)
+        writer, self._writer = self._writer, at
         self.position = position
-        self.interrupts = list(position.get("interrupts") or [])
-        record = self._record(position.get("status", "running"), position, self.interrupts, writer)
-        self._save(record)
+        self.interrupts = position.get("interrupts") or []
+        status = position.get("status", "running")
+        self._save(self._record(status, position, self.interrupts, writer, at))
 
     def _record(
         self,
@@ -281,20 +282,20 @@ class _Segment:
         position: Optional[Dict[str, Any]],
         interrupts: List[Dict[str, Any]],
         writer: Optional[str],
+        at: Optional[str] = None,
     ) -> Record:
         shared = encode(self.shared, self.runs.codecs, writer=writer)
-        text = dumps(shared)
-        check_size(text, shared, self.runs.max_bytes, writer)
-        return Record(
+        record = Record(
             self.run_id,
             status,
             position=position,
             shared=shared,
             interrupts=interrupts,
             fingerprint=None if position is None else position.get("fingerprint"),
-            at=_at(position),
-            shared_json=text,
+            at=at,
         )
+        check_size(record.body(), shared, self.runs.max_bytes, writer)
+        return record
 
     def _save(self, record: Record) -> None:
         assert self.lease is not None
@@ -309,11 +310,11 @@ class _Segment:
         try:
             last = self._last
             if last is not None and last.status == "running" and status != "running":
-                last.status = status
-                last.error = None if error is None else f"{type(error).__name__}: {error}"
-                self.error = last.error
+                self.error = None if error is None else f"{type(error).__name__}: {error}"
                 try:
-                    self._save(last)
+                    # from the text it was saved as: `shared` may have changed since
+                    saved = Record.from_json(last.to_json(self.seq, 0.0))
+                    self._save(dataclasses.replace(saved, status=status, error=self.error))
                 except CheckpointError:
                     pass  # lost the lease meanwhile: the new owner's word stands
             else:
@@ -405,13 +406,14 @@ class AsyncDurableRun(_Segment):
         return self._stream.__aiter__()  # type: ignore[no-any-return]
 
     async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        stream = self._stream
         try:
-            await self._stream.__aexit__(kind, error, traceback)
-            self.result = getattr(self._stream, "result", None)
+            await stream.__aexit__(kind, error, traceback)
         finally:
-            if kind is None and getattr(self._stream, "finished", False):
-                status, failure = "running", None
-            elif error is not None and not _is_stop(error, self):
+            self.result = stream.paused if stream.paused is not None else stream.action
+            if stream.finished and stream.action is not engine.STOPPED:
+                status, failure = "running", None  # the engine's last checkpoint said it
+            elif error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
                 status, failure = "failed", error
             else:
                 status, failure = "stopped", None
@@ -433,10 +435,6 @@ def _at(position: Optional[Dict[str, Any]]) -> Optional[str]:
 
 def _not_found(run_id: str) -> RunNotFound:
     return RunNotFound(f"no run {run_id!r} in this store (listed by `runs list`)")
-
-
-def _is_stop(error: BaseException, run: _Segment) -> bool:
-    return run.stop_signal.is_set()
 
 
 # -- the engine-facing part ---------------------------------------------------------------

@@ -117,34 +117,37 @@ class Record:
     seq: int = 0
     updated_at: float = 0.0
     version: int = FORMAT_VERSION
-    #: `shared` already as JSON text (the durable run layer encodes it once, to check its
-    #: size); spliced into `to_json` instead of encoding `shared` again
-    shared_json: Optional[str] = field(default=None, repr=False, compare=False)
 
-    def to_json(self, seq: int, updated_at: float) -> str:
-        """The record as compact JSON text, with the store's `seq` and `updated_at`."""
-        if self.shared_json is not None:
-            head = self._head(seq, updated_at, None)
-            return f"{head[:-5]}{self.shared_json}}}"  # head ends with "null}": shared's place
-        return self._head(seq, updated_at, self.shared)
+    _body: Optional[str] = field(default=None, init=False, repr=False, compare=False)
 
-    def _head(self, seq: int, updated_at: float, shared: Any) -> str:
+    def body(self) -> str:
+        """The record's JSON text without `seq` and `updated_at` (which the store adds when it
+        saves), encoded once and kept: the durable run layer checks its size before the store
+        writes it. Change a record with `dataclasses.replace`, not in place, once encoded."""
+        if self._body is None:
+            self._body = self._encode()
+        return self._body
+
+    def _encode(self) -> str:
         return dumps(
             {
                 "version": self.version,
                 "run_id": self.run_id,
-                "seq": seq,
                 "status": self.status,
-                "updated_at": updated_at,
                 "at": self.at,
                 "fingerprint": self.fingerprint,
                 "interrupts": self.interrupts,
                 "error": self.error,
                 "meta": self.meta,
                 "position": self.position,
-                "shared": shared,
+                "shared": self.shared,
             }
         )
+
+    def to_json(self, seq: int, updated_at: float) -> str:
+        """The record as compact JSON text, with the store's `seq` and `updated_at`."""
+        text = self.body()
+        return f'{{"seq":{int(seq)},"updated_at":{dumps(float(updated_at))},{text[1:]}'
 
     @classmethod
     def from_json(cls, text: str) -> Record:

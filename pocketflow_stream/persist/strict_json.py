@@ -138,89 +138,144 @@ def encode(
 
     Raises NotJSONError naming the key path (from `root`), what was wrong, the node that wrote
     it (`writer`) and what to do."""
-    return _Walk(codecs or _NO_CODECS, root, writer).value(value, ())
-
-
-class _Walk:
-    __slots__ = ("codecs", "root", "writer", "active")
-
-    def __init__(self, codecs: Codecs, root: str, writer: Optional[str]) -> None:
-        self.codecs = codecs
-        self.root = root
-        self.writer = writer
-        self.active: set = set()  # ids of the containers being walked: a cycle is refused
-
-    def value(self, value: Any, path: Tuple[Any, ...]) -> Any:
-        kind = type(value)
-        if kind is str or kind is int or kind is bool or value is None:
-            return value
-        if kind is float:
-            if math.isfinite(value):
-                return value
-            return self.refuse(path, f"is {value!r}, which JSON cannot hold")
-        if kind is dict:
-            return self.mapping(value, path)
-        if kind is list:
-            return self.sequence(value, path)
-        codec = self.codecs._by_type.get(kind)
-        if codec is not None:
-            tag, encode_value = codec
-            try:
-                encoded = encode_value(value)
-            except Exception as exc:
-                return self.refuse(path, f"could not be encoded by codec {tag!r}: {exc!r}")
-            return {TAG: tag, "value": self.value(encoded, path + (f"<{tag}>",))}
-        return self.refuse(path, _what_is_wrong(value))
-
-    def mapping(self, value: Dict[Any, Any], path: Tuple[Any, ...]) -> Any:
-        self.enter(value, path)
-        out: Optional[Dict[str, Any]] = None
-        for key, item in value.items():
-            if type(key) is not str:
-                self.refuse(
-                    path + (key,),
-                    f"has the key {key!r} ({type(key).__name__}); " + _key_change(key),
-                    "Use str keys",
-                )
-            if key == TAG:
-                self.refuse(path + (key,), f"uses the key {TAG!r}, reserved for codecs")
-            encoded = self.value(item, path + (key,))
-            if encoded is not item and out is None:
-                out = dict(value)
-            if out is not None:
-                out[key] = encoded
-        self.active.discard(id(value))
-        return value if out is None else out
-
-    def sequence(self, value: List[Any], path: Tuple[Any, ...]) -> Any:
-        self.enter(value, path)
-        out: Optional[List[Any]] = None
-        for index, item in enumerate(value):
-            encoded = self.value(item, path + (index,))
-            if encoded is not item and out is None:
-                out = list(value)
-            if out is not None:
-                out[index] = encoded
-        self.active.discard(id(value))
-        return value if out is None else out
-
-    def enter(self, container: Any, path: Tuple[Any, ...]) -> None:
-        if id(container) in self.active:
-            self.refuse(path, "contains itself (a cycle), which JSON cannot hold")
-        self.active.add(id(container))
-
-    def refuse(self, path: Tuple[Any, ...], problem: str, advice: Optional[str] = None) -> Any:
-        where = self.root + "".join(f"[{step!r}]" for step in path)
-        by = f" (written by node {self.writer})" if self.writer else ""
-        if advice is None:
-            advice = (
-                "Store plain JSON values (dict with str keys, list, str, int, finite float, "
-                "bool, None), or register a codec for the type with "
-                "pocketflow_stream.persist.Codecs().register(tag, type, encode, decode)"
-            )
-        raise NotJSONError(
-            f"cannot checkpoint {where}{by}: it {problem}. {advice}.", where, self.writer
+    try:
+        return _value(value, codecs or _NO_CODECS, 0)
+    except _Refused as refused:
+        refused.path.reverse()
+        raise _error(root, refused.path, writer, refused.problem, refused.advice) from None
+    except _TooDeep:
+        path = _cycle(value, [], set())
+        problem = (
+            "contains itself (a cycle), which JSON cannot hold"
+            if path is not None
+            else f"is nested more than {MAX_DEPTH} levels deep"
         )
+        raise _error(root, path or [], writer, problem, None) from None
+
+
+MAX_DEPTH = 400  # below Python's recursion limit, with room for the caller's own frames
+_SCALARS = frozenset((str, int, bool, type(None)))
+
+
+class _Refused(Exception):
+    """Raised where the walk finds a bad value; each level adds its key on the way out, so
+    the walk builds no path unless there is an error to name."""
+
+    def __init__(self, problem: str, advice: Optional[str] = None) -> None:
+        self.problem = problem
+        self.advice = advice
+        self.path: List[Any] = []
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _value(value: Any, codecs: Codecs, depth: int) -> Any:
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        raise _Refused(f"is {value!r}, which JSON cannot hold")
+    if kind is dict:
+        return _mapping(value, codecs, depth)
+    if kind is list:
+        return _sequence(value, codecs, depth)
+    codec = codecs._by_type.get(kind)
+    if codec is None:
+        raise _Refused(_what_is_wrong(value))
+    tag, encode_value = codec
+    try:
+        encoded = encode_value(value)
+    except Exception as exc:
+        raise _Refused(f"could not be encoded by codec {tag!r}: {exc!r}") from None
+    try:
+        return {TAG: tag, "value": _value(encoded, codecs, depth + 1)}
+    except _Refused as refused:
+        refused.path.append(f"<{tag}>")
+        raise
+
+
+def _mapping(value: Dict[Any, Any], codecs: Codecs, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise _TooDeep()
+    out: Optional[Dict[str, Any]] = None
+    for key, item in value.items():
+        if type(key) is not str:
+            refused = _Refused(
+                f"has the key {key!r} ({type(key).__name__}); " + _key_change(key),
+                "Use str keys",
+            )
+            refused.path.append(key)
+            raise refused
+        if key == TAG:
+            refused = _Refused(f"uses the key {TAG!r}, reserved for codecs")
+            refused.path.append(key)
+            raise refused
+        if type(item) in _SCALARS:
+            continue  # the common case, without a call
+        try:
+            encoded = _value(item, codecs, depth + 1)
+        except _Refused as refused:
+            refused.path.append(key)
+            raise
+        if encoded is not item:
+            if out is None:
+                out = dict(value)
+            out[key] = encoded
+    return value if out is None else out
+
+
+def _sequence(value: List[Any], codecs: Codecs, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise _TooDeep()
+    out: Optional[List[Any]] = None
+    for index, item in enumerate(value):
+        if type(item) in _SCALARS:
+            continue
+        try:
+            encoded = _value(item, codecs, depth + 1)
+        except _Refused as refused:
+            refused.path.append(index)
+            raise
+        if encoded is not item:
+            if out is None:
+                out = list(value)
+            out[index] = encoded
+    return value if out is None else out
+
+
+def _cycle(value: Any, path: List[Any], active: set) -> Optional[List[Any]]:
+    """The path to a container that contains itself, if any (only looked for when the walk
+    went too deep, so the walk itself keeps no set of what it is inside)."""
+    if type(value) not in (dict, list) or len(path) > MAX_DEPTH + 1:
+        return None
+    if id(value) in active:
+        return path
+    active.add(id(value))
+    pairs = value.items() if type(value) is dict else enumerate(value)
+    for key, item in pairs:
+        found = _cycle(item, path + [key], active)
+        if found is not None:
+            return found
+    active.discard(id(value))
+    return None
+
+
+def _error(
+    root: str, path: List[Any], writer: Optional[str], problem: str, advice: Optional[str]
+) -> NotJSONError:
+    where = root + "".join(f"[{step!r}]" for step in path)
+    by = f" (written by node {writer})" if writer else ""
+    if advice is None:
+        advice = (
+            "Store plain JSON values (dict with str keys, list, str, int, finite float, "
+            "bool, None), or register a codec for the type with "
+            "pocketflow_stream.persist.Codecs().register(tag, type, encode, decode)"
+        )
+    return NotJSONError(f"cannot checkpoint {where}{by}: it {problem}. {advice}.", where, writer)
 
 
 def _key_change(key: Any) -> str:
