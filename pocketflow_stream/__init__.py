@@ -19,7 +19,13 @@ from .async_nodes import (
     AsyncStreamBatchNode,
     AsyncStreamNode,
 )
-from .bridges import SyncFlowStream, run_stream_in_thread, run_stream_sync
+from .bridges import (
+    SyncFlowStream,
+    resume_stream_in_thread,
+    resume_stream_sync,
+    run_stream_in_thread,
+    run_stream_sync,
+)
 from .engine import STOPPED, Paused, StopSignal, ask, drain
 from .errors import FlowError, MaxStepsExceeded, node_path_of
 from .events import (
@@ -63,6 +69,8 @@ __all__ = [
     "SyncFlowStream",
     "run_stream_sync",
     "run_stream_in_thread",
+    "resume_stream_sync",
+    "resume_stream_in_thread",
     "Chunk",
     "Origin",
     "Event",

@@ -166,7 +166,7 @@ async def _carry_out(request: Request) -> None:
             await anyio.sleep(request.seconds)
         else:  # pragma: no cover - the engine's requests are a closed set
             raise TypeError(f"unknown request from the engine: {request!r}")
-    except Exception as exc:  # the app's hook failed: the walk decides
+    except (Exception, engine._AskSignal) as exc:  # it failed, or asked: the walk decides
         request.error = exc
 
 
@@ -181,8 +181,6 @@ async def _stream_careful(request: Stream) -> AsyncGenerator[StreamItem, None]:
     value_in = None if send is NO_SEND else send
     try:
         while True:
-            if stop is not None and stop.is_set():
-                return  # the walk sees the signal and stops the run
             try:
                 if threaded:
                     done, value = await anyio.to_thread.run_sync(_step, source, value_in)
@@ -197,6 +195,8 @@ async def _stream_careful(request: Stream) -> AsyncGenerator[StreamItem, None]:
             except Exception as exc:  # the node failed: the walk decides
                 request.error = exc
                 return
+            if stop is not None and stop.is_set():  # set while the node ran: drop its value
+                return  # the walk sees the signal and stops the run
             value_in = None
             if type(value) is Return and not threaded:
                 request.result = value.value
@@ -287,8 +287,9 @@ class _Section:
             index = self.next_index
             self.next_index += 1
             try:
-                self.results[index] = await _drive(request.branch(index), emit, self.buffer)
-                if request.progress is not None:
+                result = await _drive(request.branch(index), emit, self.buffer)
+                self.results[index] = result
+                if request.progress is not None and type(result) is not engine._BranchPaused:
                     self.done += 1
                     made = emit(request.progress(self.done))
                     if made is not None:

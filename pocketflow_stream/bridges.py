@@ -13,14 +13,21 @@ Both stop the run when the loop over them stops early (close the generator, or l
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, AsyncGenerator, Collection, Generator, Optional, Type
+from typing import Any, AsyncGenerator, Collection, Generator, Mapping, Optional, Type
 
 from anyio.from_thread import start_blocking_portal
 
 from .async_driver import DEFAULT_BUFFER, RunEnd, iterate_in_thread
+from .engine import Paused
 from .events import StreamItem
 
-__all__ = ["run_stream_sync", "run_stream_in_thread", "SyncFlowStream"]
+__all__ = [
+    "run_stream_sync",
+    "resume_stream_sync",
+    "run_stream_in_thread",
+    "resume_stream_in_thread",
+    "SyncFlowStream",
+]
 
 
 def run_stream_sync(
@@ -32,7 +39,8 @@ def run_stream_sync(
     nodes: Optional[Collection[str]] = None,
     max_steps: Optional[int] = None,
     buffer: int = DEFAULT_BUFFER,
-) -> Generator[StreamItem, None, Optional[str]]:
+    **options: Any,
+) -> Generator[StreamItem, None, Any]:
     """Stream an async flow (anything with `run_stream_async`) from sync code: a generator of
     its chunks (and events) that returns the final action, like the sync `run_stream`::
 
@@ -42,11 +50,33 @@ def run_stream_sync(
 
     The flow runs on an event loop (`backend`: "asyncio" or "trio") in a worker thread that
     lives as long as the generator. Closing the generator stops the run there and then.
+    A run that pauses returns its Paused handle (go on with `resume_stream_sync`); `options`
+    are run_stream_async's (`progress`, `pause_before`, `stop`).
     """
+    stream = flow.run_stream_async(
+        shared, events=events, nodes=nodes, max_steps=max_steps, buffer=buffer, **options
+    )
+    return (yield from _iterate_on_a_portal(stream, backend))
+
+
+def resume_stream_sync(
+    paused: Paused,
+    answers: Optional[Mapping[str, Any]] = None,
+    *,
+    backend: str = "asyncio",
+    buffer: int = DEFAULT_BUFFER,
+) -> Generator[StreamItem, None, Any]:
+    """Go on with a run that `run_stream_sync` left paused (its Paused handle, from the
+    generator's return value or `interrupt.handle`), from sync code, like `paused.resume`.
+
+    The event loop the run paused on has ended, and with it any async generator that waited
+    for an answer: such a node's exec_stream_async runs again from its start, its earlier
+    asks answered from the record and its chunks up to the pause not shown again."""
+    return (yield from _iterate_on_a_portal(paused.resume_async(answers, buffer=buffer), backend))
+
+
+def _iterate_on_a_portal(stream: Any, backend: str) -> Generator[StreamItem, None, Any]:
     with start_blocking_portal(backend) as portal:
-        stream = flow.run_stream_async(
-            shared, events=events, nodes=nodes, max_steps=max_steps, buffer=buffer
-        )
         with portal.wrap_async_context_manager(stream):
             items = stream.__aiter__()
             while True:
@@ -55,7 +85,7 @@ def run_stream_sync(
                 except StopAsyncIteration:
                     break
                 yield item
-        return stream.action  # type: ignore[no-any-return]
+        return stream.paused if stream.paused is not None else stream.action
 
 
 async def _next(items: AsyncGenerator[StreamItem, None]) -> StreamItem:
@@ -69,6 +99,7 @@ def run_stream_in_thread(
     events: bool = False,
     nodes: Optional[Collection[str]] = None,
     max_steps: Optional[int] = None,
+    **options: Any,
 ) -> SyncFlowStream:
     """Stream a sync flow from async code without blocking the event loop::
 
@@ -79,7 +110,18 @@ def run_stream_in_thread(
 
     Each step of the sync run (a node's prep, exec, each chunk, post) runs in a worker thread.
     """
-    return SyncFlowStream(flow.run_stream(shared, events=events, nodes=nodes, max_steps=max_steps))
+    return SyncFlowStream(
+        flow.run_stream(shared, events=events, nodes=nodes, max_steps=max_steps, **options)
+    )
+
+
+def resume_stream_in_thread(
+    paused: Paused, answers: Optional[Mapping[str, Any]] = None
+) -> SyncFlowStream:
+    """Go on with a sync run that `run_stream_in_thread` left paused (`stream.paused`), from
+    async code, without blocking the loop: `async with resume_stream_in_thread(paused,
+    {interrupt.id: answer}) as stream: ...`. Nothing runs again."""
+    return SyncFlowStream(paused.resume(answers))
 
 
 class SyncFlowStream:
@@ -99,6 +141,11 @@ class SyncFlowStream:
     def finished(self) -> bool:
         """Whether the run went to its end (the stream was exhausted)."""
         return self._ending.finished
+
+    @property
+    def paused(self) -> Optional[Paused]:
+        """The Paused handle when the run paused (go on with resume_stream_in_thread)."""
+        return self._ending.paused
 
     async def __aenter__(self) -> SyncFlowStream:
         return self

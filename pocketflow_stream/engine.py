@@ -197,12 +197,20 @@ class _Options:
         self.checkpoint = checkpoint
         self.next_id: Optional[int] = None if checkpoint is None else 0
         self.careful = checkpoint is not None or stop is not None
-        self.inline = not events and checkpoint is None and self.pause_before is None
+        self.inline = (
+            not self.progress and checkpoint is None and self.pause_before is None
+        )  # (progress is on with events)
         self.fingerprint: Optional[str] = None
         self.resumed = False
         self.root: Any = None
         self.stack: List[Any] = []
         self.sections = 0
+
+    def take(self) -> int:
+        """The next item id of a checkpointed run (the async driver numbers chunks so)."""
+        number: int = self.next_id  # type: ignore[assignment]
+        self.next_id = number + 1
+        return number
 
 
 def walk(
@@ -732,6 +740,7 @@ class NodeFrame:
         "first_id",  # a checkpointed run: the id of this attempt's first item
         "replay_id",  # ... and of the next re-made chunk
         "shift",  # resumed after a crash: attempts are numbered from 1 (a new attempt)
+        "hush",  # re-run in-process after its generator was lost: replays are not shown
         "branches",  # a parallel batch paused: {index: the paused branch's stack}
         "done",  # ... and the results of its items that finished
     )
@@ -774,6 +783,7 @@ class NodeFrame:
         self.first_id: Optional[int] = None
         self.replay_id = 0
         self.shift = 0
+        self.hush = False
         self.branches: Optional[Dict[int, List[Any]]] = None
         self.done: Optional[Dict[int, Any]] = None
 
@@ -922,10 +932,15 @@ def _start_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, 
         frame.pending = None
         if frame.gen is not None:  # suspended at `yield Ask(...)`: it goes on from there
             made, frame.gen = frame.gen, None
-            if frame.driven:
-                yield from _attempt_driven(frame, options, None, None, made)
-                return None
-            return made
+            if _is_suspended(made):
+                if frame.driven:
+                    yield from _attempt_driven(frame, options, None, None, made)
+                    return None
+                return made
+            # closed meanwhile (the event loop it waited on ended: run_stream_sync): it
+            # runs again from its start, its asks answered, its chunks up to here not shown
+            frame.replay_until = len(frame.asks)
+            frame.hush = True
     item = frame.items[frame.index]
     failed = frame.failed
     frame.result = frame.error = None
@@ -977,14 +992,13 @@ def _stream_checked(frame: NodeFrame, made: Any, options: _Options) -> Generator
     emit = frame.emit
     counted = options.next_id is not None
     replaying = frame.ask_index < frame.replay_until
+    hush = frame.hush
     origin = frame.attempt_origin(replaying)
     send = made.send
     value_in = frame.asks[-1] if frame.ask_index and frame.ask_index == len(frame.asks) else None
     keep = False
     try:
         while True:
-            if stop is not None and stop.is_set():
-                raise _Stop()
             try:
                 value = send(value_in)
             except StopIteration as end:
@@ -993,6 +1007,8 @@ def _stream_checked(frame: NodeFrame, made: Any, options: _Options) -> Generator
             except Exception as exc:
                 frame.error = exc
                 return
+            if stop is not None and stop.is_set():  # set while the node ran: drop its value
+                raise _Stop()
             value_in = None
             if type(value) is Ask:
                 index = frame.ask_index
@@ -1007,7 +1023,7 @@ def _stream_checked(frame: NodeFrame, made: Any, options: _Options) -> Generator
                 frame.gen = made
                 keep = True
                 return
-            if not emit:
+            if not emit or (hush and replaying):
                 continue
             if not counted:
                 yield Chunk((origin, value))
@@ -1096,7 +1112,8 @@ def _stream_request(frame: NodeFrame, options: _Options, source: Any, send: Any)
     ids: Any = None
     if options.next_id is not None:
         ids = _ReplayIds(frame) if replaying else options
-    return Stream(source, frame.attempt_origin(replaying), frame.emit, send, ids, options.stop)
+    emit = frame.emit and not (frame.hush and replaying)
+    return Stream(source, frame.attempt_origin(replaying), emit, send, ids, options.stop)
 
 
 def _settle_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, None]:
@@ -1114,6 +1131,7 @@ def _settle_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None,
         frame.asks = []
         frame.ask_index = 0
         frame.replay_until = 0
+        frame.hush = False
         if frame.node._batch and not frame.branch:
             if options.progress:
                 origin = frame.origin
@@ -1500,6 +1518,13 @@ def _interrupt(key: str, frame: Any, options: _Options, handle: Any) -> Interrup
     return Interrupt(
         key, frame.pending, origin.name, origin.path, item, origin.batch, _take(options), handle
     )
+
+
+def _is_suspended(generator: Any) -> bool:
+    """Whether a generator (sync or async) still waits at a yield, able to go on."""
+    if hasattr(generator, "ag_frame"):
+        return generator.ag_frame is not None
+    return getattr(generator, "gi_frame", True) is not None
 
 
 def _is_answered(stack: List[Any]) -> bool:
