@@ -14,9 +14,12 @@ from pocketflow_stream.persist import DurableRuns, RunBusy, SQLiteStore
 pytestmark = pytest.mark.anyio
 
 
+LOG: list = []  # what ran, in order (not in params: params are part of a run's position)
+
+
 class Step(AsyncNode):
     async def exec_async(self, _):
-        self.params["log"].append(self.name)
+        LOG.append(self.name)
 
     async def post_async(self, shared, prep_res, exec_res):
         shared["trail"].append(self.name)
@@ -24,7 +27,7 @@ class Step(AsyncNode):
 
 class Draft(AsyncStreamNode):
     async def exec_stream_async(self, _):
-        self.params["log"].append(self.name)
+        LOG.append(self.name)
         for word in ("one", "two"):
             await anyio.sleep(0)
             yield word
@@ -37,12 +40,10 @@ class Draft(AsyncStreamNode):
         shared["answer"] = answer
 
 
-def build(log: list) -> AsyncFlow:
+def build() -> AsyncFlow:
     first = Step(name="First")
     first >> Draft(name="Draft") >> Step(name="Last")
-    flow = AsyncFlow(start=first, name="Agent")
-    flow.set_params({"log": log})
-    return flow
+    return AsyncFlow(start=first, name="Agent")
 
 
 class ThreadRecordingStore(SQLiteStore):
@@ -57,7 +58,7 @@ class ThreadRecordingStore(SQLiteStore):
 
 async def uninterrupted(answer: str) -> dict:
     shared = {"trail": []}
-    async with build([]).run_stream_async(shared) as stream:
+    async with build().run_stream_async(shared) as stream:
         async for _ in stream:
             pass
     (interrupt,) = stream.paused.interrupts
@@ -68,9 +69,9 @@ async def uninterrupted(answer: str) -> dict:
 
 
 async def test_pause_then_resume_with_a_fresh_store_gives_the_uninterrupted_result(tmp_path):
-    log: list = []
+    LOG.clear()
     store = ThreadRecordingStore(tmp_path / "runs.db")
-    runs = DurableRuns(build(log), store)
+    runs = DurableRuns(build(), store)
     async with runs.start_async({"trail": []}) as run:
         first = [item async for item in run]
     assert run.status == "paused" and store.save_threads
@@ -78,12 +79,12 @@ async def test_pause_then_resume_with_a_fresh_store_gives_the_uninterrupted_resu
     (ask,) = run.interrupts
     assert ask["payload"] == {"question": "go on?"} and first[-1].id == ask["id"]
 
-    later = DurableRuns(build(log), SQLiteStore(tmp_path / "runs.db"))  # as a new process
+    later = DurableRuns(build(), SQLiteStore(tmp_path / "runs.db"))  # as a new process
     async with later.resume_async(run.run_id, {ask["id"]: "yes"}) as resumed:
         second = [item async for item in resumed]
     assert resumed.status == "done"
-    assert resumed.shared == await uninterrupted("yes")
-    assert log == ["First", "Draft", "Draft", "Last"]  # only the asking node again
+    assert LOG == ["First", "Draft", "Draft", "Last"]
+    assert resumed.shared == await uninterrupted("yes")  # only the asking node again
     replayed = [item.data for item in second if getattr(item, "replay", False)]
     fresh = [item.data for item in second if type(item).__name__ == "Chunk" and not item.replay]
     assert replayed == ["one", "two"] and fresh == ["got yes"]
@@ -94,12 +95,12 @@ async def test_pause_then_resume_with_a_fresh_store_gives_the_uninterrupted_resu
 
 
 async def test_a_second_async_resumer_gets_run_is_busy(tmp_path):
-    runs = DurableRuns(build([]), SQLiteStore(tmp_path / "runs.db"))
+    runs = DurableRuns(build(), SQLiteStore(tmp_path / "runs.db"))
     async with runs.start_async({"trail": []}) as run:
         async for _ in run:
             pass
     answer = {run.interrupts[0]["id"]: "yes"}
-    other = DurableRuns(build([]), SQLiteStore(tmp_path / "runs.db"))
+    other = DurableRuns(build(), SQLiteStore(tmp_path / "runs.db"))
     async with runs.resume_async(run.run_id, answer) as first:
         with pytest.raises(RunBusy):
             async with other.resume_async(run.run_id, answer):
@@ -110,7 +111,7 @@ async def test_a_second_async_resumer_gets_run_is_busy(tmp_path):
 
 
 async def test_an_async_stop_keeps_the_run_resumable(tmp_path):
-    runs = DurableRuns(build([]), SQLiteStore(tmp_path / "runs.db"))
+    runs = DurableRuns(build(), SQLiteStore(tmp_path / "runs.db"))
     async with runs.start_async({"trail": []}) as run:
         async for item in run:
             if getattr(item, "data", None) == "one":
@@ -128,7 +129,7 @@ async def test_an_async_stop_keeps_the_run_resumable(tmp_path):
 
 
 async def test_leaving_the_block_early_stops_and_lets_the_lease_go(tmp_path):
-    runs = DurableRuns(build([]), SQLiteStore(tmp_path / "runs.db"))
+    runs = DurableRuns(build(), SQLiteStore(tmp_path / "runs.db"))
     async with runs.start_async({"trail": []}) as run:
         async for _ in run:
             break
