@@ -216,3 +216,27 @@ def test_an_llm_node_with_messages_runs_as_before():
     shared = {"messages": ({"role": "user", "content": "Hello"},)}  # any sequence will do
     with pytest.raises(AttributeError):  # the default post appends: a tuple cannot
         run_llm_node(shared)
+
+
+def test_an_llm_node_given_a_model_of_the_other_kind_says_which_node_to_use():
+    from pocketflow_stream.llm import AsyncLLMNode, LLMNode
+
+    class OnlyAsync:
+        async def astream(self, messages, **options):
+            yield "never asked"
+
+    class OnlySync:
+        def stream(self, messages, **options):
+            yield "never asked"
+
+    shared = {"messages": [{"role": "user", "content": "Hello"}]}
+    with pytest.raises(TypeError) as caught:
+        StreamFlow(start=LLMNode(OnlyAsync())).run(shared)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "OnlyAsync" in message and "stream()" in message and "AsyncLLMNode" in message
+
+    flow = AsyncStreamFlow(start=AsyncLLMNode(OnlySync()))  # type: ignore[arg-type]
+    with pytest.raises(TypeError) as caught:
+        anyio.run(flow.run_async, shared)
+    message = str(caught.value)
+    assert "OnlySync" in message and "astream()" in message and "LLMNode" in message

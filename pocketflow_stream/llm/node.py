@@ -13,7 +13,7 @@ from typing import Any, AsyncGenerator, Dict, Generator, List, Mapping, Optional
 from ..async_driver import Return
 from ..async_nodes import AsyncStreamNode
 from ..errors import FlowError
-from ..nodes import StreamNode
+from ..nodes import BaseNode, StreamNode
 from .accumulator import Accumulator, AssistantMessage
 from .deltas import Delta
 from .models import AsyncChatModel, ChatModel
@@ -70,7 +70,7 @@ class LLMNode(_CallsAModel, StreamNode):
 
     def exec_stream(self, messages: Any) -> Generator[Delta, None, AssistantMessage]:
         accumulator = Accumulator()
-        stream = _model_of(self).stream(list(messages), tools=self.tools, **self.options)
+        stream = _chat_model(self).stream(list(messages), tools=self.tools, **self.options)
         try:
             for delta in stream:
                 accumulator.add(delta)
@@ -102,7 +102,7 @@ class AsyncLLMNode(_CallsAModel, AsyncStreamNode):
 
     async def exec_stream_async(self, messages: Any) -> AsyncGenerator[Any, None]:
         accumulator = Accumulator()
-        stream = _model_of(self).astream(list(messages), tools=self.tools, **self.options)
+        stream = _async_chat_model(self).astream(list(messages), tools=self.tools, **self.options)
         try:
             async for delta in stream:
                 accumulator.add(delta)
@@ -124,7 +124,7 @@ class _NoMessages(FlowError, KeyError):  # a KeyError still, as before it had a 
     __str__ = Exception.__str__  # the message as written, not KeyError's repr of it
 
 
-def _messages_in(shared: Any, node: Any, hook: str) -> Any:
+def _messages_in(shared: Any, node: BaseNode, hook: str) -> Any:
     """The default prep: `shared["messages"]`, or an error saying how to provide them."""
     error: type[FlowError] = _NoMessages
     try:
@@ -148,14 +148,30 @@ def _messages_in(shared: Any, node: Any, hook: str) -> Any:
     ) from None
 
 
-def _model_of(node: Any) -> Any:
+def _chat_model(node: LLMNode) -> ChatModel:
+    if isinstance(node.model, ChatModel):
+        return node.model
+    raise _wrong_model(node, "stream", "an AsyncLLMNode (in an AsyncFlow)")
+
+
+def _async_chat_model(node: AsyncLLMNode) -> AsyncChatModel:
+    if isinstance(node.model, AsyncChatModel):
+        return node.model
+    raise _wrong_model(node, "astream", "an LLMNode (in a sync Flow)")
+
+
+def _wrong_model(node: _CallsAModel, method: str, other_node: str) -> TypeError:
+    kind = type(node).__name__
     if node.model is None:
-        kind = type(node).__name__
-        raise TypeError(
+        return TypeError(
             f"{kind} has no model: pass one, e.g. {kind}(ScriptedModel([...])) or "
             f"{kind}(OpenAIChatModel('gpt-4o-mini'))"
         )
-    return node.model
+    model = type(node.model).__name__
+    return TypeError(
+        f"{kind}'s model, a {model}, has no {method}() to call: give {kind} a model that "
+        f"has one, or run this model in {other_node}"
+    )
 
 
 def _reply(accumulator: Accumulator) -> AssistantMessage:
