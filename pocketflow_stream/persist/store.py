@@ -147,7 +147,7 @@ class Record:
     def to_json(self, seq: int, updated_at: float) -> str:
         """The record as compact JSON text, with the store's `seq` and `updated_at`."""
         text = self.body()
-        return f'{{"seq":{int(seq)},"updated_at":{dumps(float(updated_at))},{text[1:]}'
+        return f'{{"seq":{int(seq)},"updated_at":{float(updated_at)!r},{text[1:]}'
 
     @classmethod
     def from_json(cls, text: str) -> Record:
