@@ -19,7 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*:Warning:gradio")
 
-from pocketflow_stream import Node, StreamFlow, StreamNode  # noqa: E402
+from pocketflow_stream import Ask, Node, StreamFlow, StreamNode  # noqa: E402
 from pocketflow_stream.llm import LLMNode, ScriptedModel  # noqa: E402
 from pocketflow_stream.llm.deltas import TextDelta, ToolCallDelta  # noqa: E402
 from pocketflow_stream.llm.scripted import ToolCallSpec, Turn  # noqa: E402
@@ -118,6 +118,23 @@ class Done(Node):
     pass
 
 
+class Confirm(StreamNode):
+    """Asks which file to save in the middle of its stream, then goes on with the answer."""
+
+    def __init__(self, run: Gates, name: str) -> None:
+        super().__init__(name=name)
+        self.gates = run
+
+    def exec_stream(self, prep_res: Any) -> Any:
+        self.gates.produced += 1  # how many times this generator started
+        try:
+            yield "Let me check. "
+            answer = yield Ask({"question": "Which file should I save?"})
+            yield f"Saving {answer}."
+        finally:
+            self.gates.closed.set()
+
+
 def agent(model: Any) -> StreamFlow:
     plan = Plan(model, name="Plan")
     plan - "act" >> Act(name="Act") >> plan
@@ -157,6 +174,11 @@ def make_flow(message: str, history: List[Dict[str, str]]) -> Any:
     if kind == "stop":  # a long reply, held after its first chunk until the test stops it
         script = ScriptedModel([Turn(text="tick " * 2000)], chunk_size=5)
         return agent(GatedModel(script, key, text_held)), shared
+    if kind == "ask":  # the model plans, then a node asks the user mid-stream
+        script = ScriptedModel([Turn(reasoning="I need to know which file to write.")])
+        plan = LLMNode(script, name="Plan")
+        plan >> Confirm(gates(key), name="Confirm")
+        return StreamFlow(start=plan), shared
     if message.startswith("What is 17%"):  # the pictured run
         return demo_flow(), shared
     raise AssertionError(f"no scenario for {message!r}")
@@ -293,6 +315,22 @@ def test_the_stop_button_closes_the_running_node(page: Any) -> None:
     assert run.produced < run.total, "the run streamed to its end despite Stop"
 
 
+def test_an_interrupt_asks_in_the_chat_and_the_next_message_answers_it(page: Any) -> None:
+    run = gates("browser-ask")
+    send(page, "ask browser-ask")
+    page.get_by_text("❓ Which file should I save?").wait_for()
+    assert not run.closed.is_set()  # the asking generator waits, suspended, for the answer
+    send(page, "notes.md")
+    page.get_by_text("Saving notes.md.").wait_for()
+    assert run.closed.wait(WAIT)
+    assert run.produced == 1  # the same generator went on: nothing ran again
+    send(page, "hold browser-after")  # answered: the next message starts a new run
+    after = gates("browser-after")
+    assert after.started.wait(WAIT)
+    after.release.set()
+    page.get_by_text("Streaming starts. Finished now.").wait_for()
+
+
 def test_two_sessions_stream_at_once(page: Any, app: Any, browser: Any) -> None:
     first, second = gates("session-a"), gates("session-b")
     context = browser.new_context()
@@ -367,6 +405,22 @@ def test_gradio_client_streams_the_run_as_it_happens(app: Any) -> None:
     assert final[0]["metadata"]["status"] == "done"
     assert final[1]["metadata"]["parent_id"] == final[0]["metadata"]["id"]
     assert final[2]["metadata"] == {}
+
+
+def test_gradio_client_answers_an_interrupt_with_its_next_message(app: Any) -> None:
+    client_module = pytest.importorskip("gradio_client")
+    client = client_module.Client(app.local_url, verbose=False)
+    run = gates("client-ask")
+    try:
+        asked = client.predict("ask client-ask", api_name="/chat")
+        assert asked[-1]["content"] == "❓ Which file should I save?"
+        assert asked[-2]["content"] == "Let me check. "
+        assert not run.closed.is_set()
+        answered = client.predict("report.md", api_name="/chat")
+    finally:
+        client.close()
+    assert [message["content"] for message in answered] == ["Saving report.md."]
+    assert run.closed.is_set() and run.produced == 1
 
 
 def poll(found: Any) -> Any:

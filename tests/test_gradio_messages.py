@@ -203,7 +203,7 @@ def test_an_interrupt_is_asked_as_a_plain_message() -> None:
     )
     thought, question = transcript_messages(transcript)
     assert question.content == "❓ Save notes.md?" and question.metadata == {}
-    assert thought.metadata["status"] == "pending"
+    assert thought.metadata["status"] == "done"  # no spinner: it is the user's turn
     assert thought.metadata["log"] == "waiting for your answer"
     assert interrupt_question("Go on?") == "❓ Go on?"
     assert interrupt_question({"tool": "rm"}) == '❓ ```json\n{\n  "tool": "rm"\n}\n```'
@@ -350,7 +350,7 @@ def test_the_app_says_what_the_flow_factory_must_return() -> None:
     handler = app.fn
 
     async def first() -> Any:
-        return await handler("hi", []).__anext__()
+        return await handler("hi", [], None).__anext__()
 
     with pytest.raises(TypeError, match=r"must return a \(flow, shared\) pair, got StreamFlow"):
         asyncio.run(first())

@@ -50,6 +50,8 @@ from typing import (
     Tuple,
 )
 
+from ..bridges import run_stream_sync
+from ..engine import Paused, StopSignal
 from .transcript import Step, ToolCallView, Transcript
 
 try:
@@ -177,7 +179,7 @@ def _meta(step: Step, parent_id: Optional[str]) -> Any:
         log.append("waiting for your answer")
     if log:
         meta["log"] = ", ".join(log)
-    if step.status in ("running", "paused"):
+    if step.status == "running":  # a paused step waits without a spinner: the question shows
         meta["status"] = "pending"
     else:
         meta["status"] = "done"
@@ -364,8 +366,10 @@ class LiveRun:
         interval: float = DEFAULT_INTERVAL,
         render: Callable[[Transcript], List[Any]] = transcript_messages,
         transcript: Optional[Transcript] = None,
+        stop_signal: Optional[StopSignal] = None,
     ) -> None:
         self.transcript = Transcript() if transcript is None else transcript
+        self.stop_signal = stop_signal
         self.coalescer = Coalescer(interval)
         self.render = render
         self.result: Any = None
@@ -389,8 +393,13 @@ class LiveRun:
             self._thread.start()
 
     def stop(self) -> None:
-        """Ask the run to stop: its stream is closed in its thread at its next item."""
+        """Ask the run to stop: its stream is closed in its thread at its next item (and the
+        run's `stop_signal`, if given, is set: the engine stops before its next chunk)."""
+        if self.done.is_set():
+            return  # over: a paused run's signal must stay clear for its resume
         self._stop.set()
+        if self.stop_signal is not None:
+            self.stop_signal.set()
 
     def _produce(self) -> None:
         iterator = iter(self._stream)
@@ -498,19 +507,49 @@ class LiveRun:
 # -- the ready app ---------------------------------------------------------------------------
 
 
-def _stream_of(flow: Any, shared: Any) -> Iterable[Any]:
-    """The run's items with lifecycle events: a sync flow's own generator, an async flow's
-    stream through the bridge (its own event loop in the producing thread)."""
-    if hasattr(flow, "run_stream"):
-        return flow.run_stream(shared, events=True)  # type: ignore[no-any-return]
-    if hasattr(flow, "run_stream_async"):
-        from ..bridges import run_stream_sync
+class _Session:
+    """A browser session's run between two messages: the paused run waiting for the user's
+    answer (in-process: the suspended generators live in this handle), and how it ran."""
 
-        return run_stream_sync(flow, shared, events=True)
+    __slots__ = ("paused", "asynchronous", "stop")
+
+    def __init__(self, paused: Any, asynchronous: bool, stop: StopSignal) -> None:
+        self.paused = paused
+        self.asynchronous = asynchronous
+        self.stop = stop  # the run keeps the signal it started with
+
+
+def _give_up(session: Any) -> None:
+    """Gradio dropped a session (tab closed long ago): close the run it left paused."""
+    paused = getattr(session, "paused", None)
+    if paused is not None:
+        paused.close()
+
+
+def _start(flow: Any, shared: Any, stop: StopSignal) -> Tuple[Iterable[Any], bool]:
+    """The run's items with lifecycle events, and whether it runs under the async driver: a
+    sync flow's own generator, an async flow through the bridge (its own event loop in the
+    producing thread)."""
+    if hasattr(flow, "run_stream"):
+        return flow.run_stream(shared, events=True, stop=stop), False
+    if hasattr(flow, "run_stream_async"):
+        return run_stream_sync(flow, shared, events=True, stop=stop), True
     raise TypeError(
         f"chat_app: flow_factory returned a {type(flow).__name__}, which cannot be streamed; "
         "return (flow, shared) where flow is a StreamFlow, a node or an async flow"
     )
+
+
+def _resume(session: _Session, answer: str) -> Iterable[Any]:
+    """The paused run going on with the user's message as the answer to its first pending
+    interrupt (others, if any, are asked again after it)."""
+    paused = session.paused
+    answers = {paused.interrupts[0].id: answer}
+    if session.asynchronous:
+        from ..bridges import resume_stream_sync
+
+        return resume_stream_sync(paused, answers)
+    return paused.resume(answers)  # type: ignore[no-any-return]
 
 
 def _made(made: Any) -> Tuple[Any, Any]:
@@ -549,14 +588,24 @@ def chat_app(
         chat_app(make_flow, title="Agent").launch()
     """
 
-    async def chat(message: Any, history: List[Any]) -> AsyncIterator[List[Any]]:
+    async def chat(
+        message: Any, history: List[Any], session: Optional[_Session]
+    ) -> AsyncIterator[Tuple[List[Any], Optional[_Session]]]:
         text = _text_of(message) if not isinstance(message, str) else message
-        flow, shared = _made(flow_factory(text, history_messages(history)))
-        run = LiveRun(_stream_of(flow, shared), interval=interval)
+        stop = StopSignal()
+        if session is not None and session.paused is not None:  # the answer it waits for
+            stream, asynchronous, stop = _resume(session, text), session.asynchronous, session.stop
+        else:
+            flow, shared = _made(flow_factory(text, history_messages(history)))
+            stream, asynchronous = _start(flow, shared, stop)
+        run = LiveRun(stream, interval=interval, stop_signal=stop)
         updates = run.updates()
         try:
             async for messages in updates:
-                yield messages
+                if run.done.is_set() and isinstance(run.result, Paused):
+                    yield messages, _Session(run.result, asynchronous, stop)
+                else:
+                    yield messages, None
         finally:
             await updates.aclose()  # stops the run (also when Gradio cancels us)
 
@@ -570,9 +619,12 @@ def chat_app(
     chatbot = options.pop("chatbot", None) or gr.Chatbot(
         height=height, show_label=False, placeholder=description
     )
+    session = gr.State(None, render=False, delete_callback=_give_up)
     return gr.ChatInterface(
         chat,
         chatbot=chatbot,
+        additional_inputs=[session],
+        additional_outputs=[session],
         title=title,
         description=description,
         examples=examples,
