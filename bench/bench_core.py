@@ -7,6 +7,7 @@
    Targets: run_stream <= 0.6x, run <= 0.5x.
 2. Per-chunk cost of a StreamNode's chunks coming out of run_stream through three levels of
    nested flows, against a bare `yield from` chain three generators deep. Target <= 2.5x.
+   Also: the same chunks on the checked path (a run with a StopSignal), against the C path.
 3. Peak memory (tracemalloc) of a 1,000,000-turn loop above a 1,000-turn loop. Target < 10 MB.
 """
 
@@ -119,13 +120,13 @@ def bench_chunks(count: int = 1_000_000) -> dict:
 
         return run
 
-    def ours(depth: int):
+    def ours(depth: int, **options):
         flow = nested(depth)
 
         def run() -> float:
             gc.collect()
             start = time.perf_counter()
-            for _ in flow.run_stream({}):
+            for _ in flow.run_stream({}, **options):
                 pass
             return (time.perf_counter() - start) / count
 
@@ -136,6 +137,9 @@ def bench_chunks(count: int = 1_000_000) -> dict:
         "bare_per_level": best_of(3, chain(4)),  # the node plus one generator per flow level
         "run_stream": best_of(3, ours(2)),  # the node inside three nested flows
         "run_stream_deep": best_of(3, ours(29)),  # ... and inside thirty
+        # a run with a StopSignal: chunks take the checked, send()-capable path (as do those
+        # of a node that asks, and of a checkpointed run), one Python step per chunk
+        "run_stream_checked": best_of(3, ours(2, stop=pfs.StopSignal())),
     }
 
 
@@ -181,6 +185,12 @@ def main() -> None:
     print(
         f"  ours run_stream, thirty nested flows       : {chunks['run_stream_deep'] * 1e9:6.0f} ns"
         f"  {deep:.2f}x of three: nesting adds nothing per chunk"
+    )
+    checked = chunks["run_stream_checked"]
+    print(
+        f"  ours, the checked path (a StopSignal)      : {checked * 1e9:6.0f} ns"
+        f"  {checked / chunks['run_stream']:.2f}x of the C path (asking nodes, checkpointed"
+        " runs, stop signals only)"
     )
 
     small, large = peak_memory(1_000), peak_memory(1_000_000)

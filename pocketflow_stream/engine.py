@@ -18,7 +18,7 @@ Everything that decides what runs next lives in this file. Rules it keeps:
   file) and the driver puts the outcome in it before resuming the walk. Sync drivers never
   see one: without `driver=True`, an async node raises RuntimeError("Use run_async.").
 
-Frame kinds, both handled in `walk`'s loop:
+Frame kinds, both handled in `_walk`'s loop, each kind's step a named function:
 - `FlowFrame`: a Flow (or a BatchFlow with its list of param sets) and the node it is at.
 - `NodeFrame`: a node between prep and post — the item and attempt being run, one attempt per
   pass of the loop, so retries, fallbacks and batch items need no nested calls. A StreamNode's
@@ -28,6 +28,16 @@ The hot path: a plain Node with one attempt and no events to report runs inline
 
 A parallel batch is one `Parallel` request whose branches are walks of their own: one
 `NodeFrame` per item, or one `FlowFrame` per param set, each ending where its item ends.
+
+Pausing (README, "Pause and resume"): a node asks (`yield Ask(...)` in exec_stream, `ask()` in
+exec, an AskNode) or the flow reaches a node in `pause_before`; the step raises `_Pause`,
+`_walk` yields an Interrupt per pending question and returns a `Paused` handle holding the
+stack (suspended generators stay in their frames). Resuming is `_walk` on that stack with the
+answers in the frames. A generator that may ask streams on `_stream_checked` (send()-capable);
+every other keeps the C path. For the persistence layer: `walk(checkpoint=...)` hands the
+run's position (`position_of`: the stack as JSON-ready data) to the callable after every node
+run, batch item, pause and at the end, and `walk(resume_from=position, answers=...)` rebuilds
+the stack (`_restore`) to go on from it.
 """
 
 from __future__ import annotations
@@ -363,10 +373,8 @@ def _walk(root: Any, shared: Any, options: _Options, stack: List[Any]) -> Genera
         if pause.frame is not None:  # a plain node asked on the hot path: it gets its frame
             stack.append(pause.frame)
         return (yield from _pause(root, shared, options, stack))
-    except _Stop:
+    except _Stop:  # (in a parallel branch, its section sees STOPPED and stops the run)
         _close_suspended(stack)
-        if stack and stack[0].branch:  # the section stops the run
-            return STOPPED
         return STOPPED
 
 
@@ -1497,6 +1505,8 @@ def _spots(stack: List[Any], parts: List[str]) -> Iterator[Tuple[str, Any, Any]]
                 yield "/".join(parts) + "#before", frame, frame
             parent = frame
         else:
+            if depth == 0 and not parts:  # a node run on its own
+                parts.append(frame.origin.name)
             if frame.node._batch:
                 parts.append(f"[{frame.index}]")
             if frame.branches is not None:

@@ -293,3 +293,83 @@ async def test_run_stream_in_thread_pauses_and_resume_stream_in_thread_goes_on()
     async with resume_stream_in_thread(stream.paused, {items[-1].id: 2}) as rest:
         more = [item async for item in rest]
     assert data(more) == [2] and shared == {"answer": 2} and runs["exec"] == 1
+
+
+async def test_a_parallel_batch_flow_pauses_per_param_set_and_each_goes_on_by_id():
+    from pocketflow_stream import AsyncParallelBatchFlow
+
+    class Ask1(StreamNode):
+        def exec_stream(self, prep_res):
+            runs[self.params["n"]] += 1
+            answer = yield Ask({"n": self.params["n"]})
+            return answer
+
+        def post(self, shared, prep_res, answer):
+            shared.setdefault("answers", {})[self.params["n"]] = answer
+
+    class Each(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": 0}, {"n": 1}]
+
+    shared: dict = {}
+    stream = Each(start=Ask1()).run_stream_async(shared)
+    items = await pull(stream)
+    paused = stream.paused
+    by_set = {interrupt.batch["n"]: interrupt for interrupt in paused.interrupts}
+    assert sorted(by_set) == [0, 1] and items == list(paused.interrupts)
+    more = await pull(paused.resume_async({by_set[1].id: "one"}))
+    again = more[-1].handle
+    assert [i.id for i in again.interrupts] == [by_set[0].id]
+    final = again.resume_async({by_set[0].id: "zero"})
+    assert await pull(final) == [] and final.finished and final.paused is None
+    assert shared == {"answers": {1: "one", 0: "zero"}}
+    assert runs == Counter({0: 1, 1: 1})
+
+
+async def test_an_interrupt_inside_a_sequential_batch_flow_names_its_param_set():
+    from pocketflow_stream import AsyncBatchFlow
+
+    class Ask2(AsyncStreamNode):
+        async def exec_stream_async(self, prep_res):
+            answer = yield Ask(self.params["n"])
+            yield Return(answer)
+
+        async def post_async(self, shared, prep_res, answer):
+            shared.setdefault("seen", []).append(answer)
+
+    class Each(AsyncBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": 0}, {"n": 1}]
+
+    shared: dict = {}
+    stream = Each(start=Ask2()).run_stream_async(shared)
+    await pull(stream)
+    first = stream.paused.interrupts[0]
+    assert first.batch == {"n": 0} and first.payload == 0
+    second = (await pull(stream.paused.resume_async({first.id: "a"})))[-1]
+    assert second.batch == {"n": 1} and second.id != first.id
+    await pull(second.handle.resume_async({second.id: "b"}))
+    assert shared == {"seen": ["a", "b"]}
+
+
+async def test_resuming_an_async_run_from_a_saved_position_replays_its_chunks_with_their_ids():
+    positions: List[Any] = []
+
+    def save(position):
+        positions.append(json.loads(json.dumps(position)))
+
+    shared = {"topic": "a"}
+    first = await pull(FlowStream(draft_flow(), shared, checkpoint=save))
+    assert positions[-1]["status"] == "paused"
+    runs.clear()
+    saved = json.loads(json.dumps(shared))
+    answers = {positions[-1]["interrupts"][0]["id"]: "late"}
+    resumed = FlowStream(
+        draft_flow(), saved, checkpoint=save, resume_from=positions[-1], answers=answers
+    )
+    items = await pull(resumed)
+    replayed = [(c.data, c.id) for c in items if type(c) is Chunk and c.replay]
+    assert replayed == [(c.data, c.id) for c in first if type(c) is Chunk]
+    assert [c.data for c in items if type(c) is Chunk and not c.replay] == ["verdict late"]
+    assert saved == {"topic": "a", "verdict": "late", "finished": True}
+    assert runs == Counter({"exec": 1, "post": 1, "Finish": 1})  # prep did not run again
