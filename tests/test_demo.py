@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pocketflow_stream import StreamFlow, demo
+from pocketflow_stream import Paused, StreamFlow, demo
 from pocketflow_stream.demo import Act, Sandbox, build_flow
 from pocketflow_stream.demo.offline import expression_in, search_terms_in
 from pocketflow_stream.demo.tools import SandboxError, calculate
@@ -100,25 +100,69 @@ def test_the_words_of_a_question_pick_its_expression_and_search_terms():
     ]
 
 
-@pytest.mark.filterwarnings("ignore:Flow ends")
-def test_ask_user_is_asked_first_and_its_answer_steers_the_plan(no_keys, tmp_path):
-    asked = []
-
-    def ask(question):
-        asked.append(question)
-        return "honeybees"
-
-    shared = demo.new_conversation("Ask me what to look up first.")
-    flow = build_flow(ScriptedModel(demo.scripted_agent), sandbox=Sandbox(tmp_path), ask=ask)
-    flow.run(shared)
-    assert asked == ["What should I look into?"]
-    tools_used = [
+def tools_used(shared):
+    return [
         call["function"]["name"]
         for message in shared["messages"]
         for call in message.get("tool_calls") or ()
     ]
-    assert tools_used == ["ask_user", "search"]
+
+
+@pytest.mark.filterwarnings("ignore:Flow ends")
+def test_ask_user_pauses_the_run_and_the_answer_steers_the_plan(no_keys, tmp_path):
+    shared = demo.new_conversation("Ask me what to look up first.")
+    flow = build_flow(ScriptedModel(demo.scripted_agent), sandbox=Sandbox(tmp_path))
+    stream = flow.run_stream(shared)
+    items = list_until_return(stream)
+    paused = items.pop()
+    interrupt = items[-1]
+    assert isinstance(paused, Paused) and interrupt.type == "interrupt"
+    assert (
+        interrupt.path == ("Act",) and interrupt.payload["question"] == "What should I look into?"
+    )
+    list_until_return(paused.resume({interrupt.id: "honeybees"}))
+    assert tools_used(shared) == ["ask_user", "search"]
     assert "You told me: honeybees." in shared["messages"][-1]["content"]
+
+
+def list_until_return(stream):
+    """The stream's items, then what the walk returned."""
+    items = []
+    try:
+        while True:
+            items.append(next(stream))
+    except StopIteration as stop:
+        items.append(stop.value)
+    return items
+
+
+@pytest.mark.filterwarnings("ignore:Flow ends")
+def test_an_ask_function_answers_without_pausing(no_keys, tmp_path):
+    asked = []
+    shared = demo.new_conversation("Ask me what to look up first.")
+    ask = lambda question: asked.append(question) or "coffee"  # noqa: E731
+    build_flow(ScriptedModel(demo.scripted_agent), sandbox=Sandbox(tmp_path), ask=ask).run(shared)
+    assert asked == ["What should I look into?"] and tools_used(shared) == ["ask_user", "search"]
+
+
+@pytest.mark.parametrize("flags", [[], ["--async"]], ids=["sync", "async"])
+def test_in_the_terminal_the_question_is_answered_on_stdin(flags, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pocketflow_stream", "--fast", "--sandbox", str(tmp_path)]
+        + ["Ask me what to look up, then save it", *flags],
+        cwd=ROOT,
+        env=offline_env(),
+        input="honeybees\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    asked = lines.index("[Act] paused: What should I look into?")
+    assert lines[asked + 1 : asked + 3] == ["answer> honeybees", "[Act]"]
+    assert "ask_user -> honeybees" in lines
+    assert "- ask_user: honeybees" in (tmp_path / "notes.md").read_text()
 
 
 def test_the_async_demo_streams_the_same_as_the_sync_one(no_keys, capsys, tmp_path):
@@ -423,6 +467,10 @@ def test_ui_serves_the_same_agent_on_loopback_only(tmp_path):
         assert messages[-1]["content"] == "6 * 7 = 42."
         tool = next(m for m in messages if m["metadata"].get("title", "").endswith("calculate"))
         assert "42" in tool["content"] and tool["metadata"]["status"] == "done"
+        asking = client.predict("Ask me what to look up first", api_name="/chat")
+        assert "What should I look into?" in asking[-1]["content"]  # ask_user: an interrupt
+        answered = client.predict("honeybees", api_name="/chat")  # the next message answers
+        assert "You told me: honeybees." in answered[-1]["content"]
         elsewhere = outside_address()
         if elsewhere is not None:  # the app is not reachable from the network
             with pytest.raises(OSError):

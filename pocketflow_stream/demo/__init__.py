@@ -27,7 +27,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
-from pocketflow_stream import AsyncStreamFlow, StreamFlow, StreamNode, run_stream_sync
+from pocketflow_stream import (
+    Ask,
+    AsyncStreamFlow,
+    Paused,
+    StreamFlow,
+    StreamNode,
+    resume_stream_sync,
+    run_stream_sync,
+)
 from pocketflow_stream.llm import (
     AnthropicModel,
     AssistantMessage,
@@ -40,7 +48,7 @@ from pocketflow_stream.llm import (
     ToolCall,
 )
 from pocketflow_stream.llm.models import DEFAULT_ANTHROPIC_MODEL, DEFAULT_OPENAI_MODEL
-from pocketflow_stream.ui import ToolResult, render
+from pocketflow_stream.ui import TerminalRenderer, ToolResult
 
 from .offline import OFFLINE_BANNER, scripted_agent
 from .tools import TOOLS, Sandbox, SandboxError, calculate, format_number, search
@@ -78,11 +86,34 @@ class DemoError(Exception):
 
 
 def ask_on_stdin(question: str) -> str:
-    """`ask_user` in a terminal: the question on stdout, the answer from stdin."""
-    sys.stdout.write(f"\n? {question} ")
+    """`ask_user` in a terminal: the question on stdout, the answer from stdin ("" when
+    stdin is closed)."""
+    sys.stdout.write(f"? {question} ")
     sys.stdout.flush()
     line = sys.stdin.readline()
     return line.strip() if line else ""
+
+
+def answer_on_stdin() -> str:
+    """The answer to the question the terminal view just showed ("" when stdin is closed);
+    echoed when stdin is not a terminal, so a log shows what was answered."""
+    sys.stdout.write("answer> ")
+    sys.stdout.flush()
+    line = sys.stdin.readline()
+    if not sys.stdin.isatty():
+        sys.stdout.write(f"{line.strip()}\n")
+    return line.strip() if line else ""
+
+
+def show(stream: Any, renderer: TerminalRenderer) -> Any:
+    """Draws a run's stream; returns what the walk returned (an action, or a Paused run)."""
+    try:
+        while True:
+            renderer(next(stream))
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        stream.close()
 
 
 def record_reply(shared: Dict[str, Any], reply: AssistantMessage) -> str:
@@ -108,12 +139,13 @@ class AsyncPlan(AsyncLLMNode):
 class Act(StreamNode):
     """Runs the last reply's tool calls — only those whose arguments parsed strictly — and
     streams each result as a `ToolResult` (shown under its call) before adding them all to
-    the conversation."""
+    the conversation. `ask_user` pauses the run with an interrupt (`yield Ask(...)`) whose
+    answer is the tool's result; with `ask` given, that function answers instead."""
 
     def __init__(self, sandbox: Sandbox, ask: Optional[AskFunction] = None) -> None:
         super().__init__(name="Act")
         self.sandbox = sandbox
-        self.ask_user = ask or ask_on_stdin
+        self.ask = ask
 
     def prep(self, shared: Dict[str, Any]) -> List[ToolCall]:
         return list(shared.get("tool_calls") or [])
@@ -121,7 +153,12 @@ class Act(StreamNode):
     def exec_stream(self, calls: List[ToolCall]) -> Generator[Any, None, List[Dict[str, Any]]]:
         results = []
         for call in calls:
-            output, failed = self.run_tool(call)
+            question = (call.arguments or {}).get("question") if call.valid else None
+            if call.name == "ask_user" and isinstance(question, str) and self.ask is None:
+                answer = yield Ask({"question": question, "tool_call_id": call.id})
+                output, failed = ("" if answer is None else str(answer)), False
+            else:
+                output, failed = self.run_tool(call)
             yield ToolResult(call.id, output, name=call.name, is_error=failed)
             results.append({"role": "tool", "tool_call_id": call.id, "content": output})
         return results
@@ -139,7 +176,8 @@ class Act(StreamNode):
             if call.name == "save_file":
                 return self.sandbox.save(arguments["path"], arguments["content"]), False
             if call.name == "ask_user":
-                return self.ask_user(str(arguments["question"])), False
+                ask = self.ask or ask_on_stdin
+                return ask(str(arguments["question"])), False
             return f"error: no tool named {call.name!r}", True
         except KeyError as missing:
             return f"error: the {call.name} call has no {missing} argument", True
@@ -311,8 +349,21 @@ def _run(args: argparse.Namespace) -> int:
         stream = run_stream_sync(flow, shared, events=args.events)
     else:
         stream = flow.run_stream(shared, events=args.events)
+    renderer = TerminalRenderer(events=args.events)
     try:
-        action = render(stream, events=args.events)
+        action = show(stream, renderer)
+        while isinstance(action, Paused):  # ask_user: the question is on screen; answer it
+            interrupt = action.interrupts[0]
+            try:
+                answers = {interrupt.id: answer_on_stdin()}
+            except BaseException:  # Ctrl-C at the prompt: the waiting node is closed too
+                action.close()
+                raise
+            if args.asynchronous:
+                stream = resume_stream_sync(action, answers)
+            else:
+                stream = action.resume(answers)
+            action = show(stream, renderer)
     except Exception as error:
         line = describe_provider_failure(error)
         if line is None:
@@ -320,6 +371,8 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(line, file=sys.stderr)
         return 1
+    finally:
+        renderer.finish()
     print(f"(flow finished with action {action!r} after {len(shared['messages'])} messages)")
     sys.stdout.flush()
     return 0
@@ -340,7 +393,7 @@ def _run_ui(args: argparse.Namespace, model: Any, banner: str) -> int:
     def make_flow(message: str, history: List[Dict[str, Any]]) -> Tuple[Any, Dict[str, Any]]:
         shared = new_conversation(message)
         shared["messages"][1:1] = list(history)  # after the system prompt, before the message
-        return build_flow(model, args.asynchronous, sandbox=sandbox, ask=ask_in_chat), shared
+        return build_flow(model, args.asynchronous, sandbox=sandbox), shared
 
     print(banner)
     print(f"(the chat: http://127.0.0.1:{args.port}; Ctrl-C stops it)", flush=True)
@@ -351,16 +404,10 @@ def _run_ui(args: argparse.Namespace, model: Any, banner: str) -> int:
         app_options={
             "title": "pocketflow_stream: a research agent",
             "description": banner,
-            "examples": [QUESTION, "How much heavier is Jupiter than Earth?"],
         },
         quiet=True,
     )
     return 0
-
-
-def ask_in_chat(question: str) -> str:
-    """`ask_user` in the chat before interrupts: the chat cannot wait for an answer."""
-    return "(the user cannot be asked from here: go on without asking)"
 
 
 def _during(error: BaseException, kind: type) -> bool:

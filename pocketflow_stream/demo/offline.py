@@ -103,18 +103,22 @@ def _done_steps(messages: List[Dict[str, Any]]) -> List[Tuple[str, Dict[str, Any
     return steps
 
 
-def _question(messages: List[Dict[str, Any]]) -> str:
-    for message in messages:
+def _this_turn(messages: List[Dict[str, Any]]) -> Tuple[str, List[Dict[str, Any]]]:
+    """The last user message (the question being answered) and the messages after it (the
+    steps taken for it): earlier turns of a chat are history, not part of this plan."""
+    for position in range(len(messages) - 1, -1, -1):
+        message = messages[position]
         if message.get("role") == "user":
             content = message.get("content")
-            return content if isinstance(content, str) else str(content)
-    return ""
+            question = content if isinstance(content, str) else str(content)
+            return question, messages[position + 1 :]
+    return "", messages
 
 
 def scripted_agent(messages: List[Dict[str, Any]], tools: Optional[List[Dict]]) -> Turn:
     """The offline model: the next step of the plan for the conversation so far."""
-    question = _question(messages)
-    done = _done_steps(messages)
+    question, this_turn = _this_turn(messages)
+    done = _done_steps(this_turn)
     used = {name for name, _, _ in done}
     answers = " ".join(result for name, _, result in done if name == "ask_user")
     text = f"{question} {answers}"
