@@ -9,10 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pocketflow_stream import (
+    Ask,
     BatchFlow,
+    BatchNode,
     FlowFinished,
+    Interrupt,
     NodeFinished,
     NodeStarted,
+    Progress,
     Retry,
     StreamBatchNode,
     StreamFlow,
@@ -36,7 +40,6 @@ from pocketflow_stream.llm import (
     Usage,
 )
 from pocketflow_stream.ui.transcript import (
-    LoadedItem,
     ToolResult,
     Transcript,
     from_dict,
@@ -294,16 +297,49 @@ def test_a_pause_before_a_node_is_the_step_that_runs_when_the_run_goes_on():
     assert [s.status for s in transcript.steps] == ["done"]
 
 
-def test_progress_and_replayed_items_by_id():
-    transcript = Transcript()
-    progress = {"type": "progress", "node": "Embed", "path": ["Embed"], "done": 3, "total": 10}
-    (step,) = transcript.add({**progress, "batch": None})
-    assert step.progress == (3, 10)
+def test_batch_progress_from_a_real_run_and_replayed_items_by_id():
+    class Embed(BatchNode):
+        def prep(self, shared):
+            return [1, 2, 3]
 
-    first = LoadedItem({**progress, "done": 4, "batch": None, "id": 7})
-    assert transcript.add(first) == [step] and step.progress == (4, 10)
-    assert transcript.add(LoadedItem({**progress, "done": 5, "id": 7})) == []  # replayed
-    assert step.progress == (4, 10)
+    transcript = Transcript()
+    transcript.extend(StreamFlow(start=Embed()).run_stream({}, progress=True))
+    (step,) = transcript.steps
+    assert step.progress == (3, 3)
+
+    progress = {"type": "progress", "node": "Embed", "path": ["Embed"], "batch": None}
+    assert transcript.add({**progress, "done": 4, "total": 9, "id": 7}) == [step]
+    assert transcript.add({**progress, "done": 5, "total": 9, "id": 7}) == []  # a replay
+    assert step.progress == (4, 9)
+
+
+def test_a_real_interrupt_pauses_its_step_and_resuming_goes_on_in_it():
+    class Draft(StreamNode):
+        def exec_stream(self, prep_res):
+            yield TextDelta("draft ")
+            verdict = yield Ask({"question": "Send it?"})
+            yield TextDelta(f"sent: {verdict}")
+
+    transcript = Transcript()
+    stream = StreamFlow(start=StreamFlow(start=Draft(), name="Agent")).run_stream({})
+    items = list(stream_items(stream))
+    paused = items.pop()
+    transcript.extend(over_the_wire(item) for item in items)  # across a process boundary
+    draft = transcript.steps[0].children[0]
+    assert draft.status == "paused" and type(draft.interrupt) is Interrupt
+    assert [i.payload for i in transcript.pending] == [{"question": "Send it?"}]
+    transcript.extend(stream_items(paused.resume({paused.interrupts[0].id: "yes"})))
+    assert draft.status == "running" and draft.text == "draft sent: yes"
+    assert transcript.pending == []
+
+
+def stream_items(stream):
+    try:
+        while True:
+            yield next(stream)
+    except StopIteration as stop:
+        if stop.value is not None:
+            yield stop.value
 
 
 def test_an_unknown_dict_is_refused_with_the_types_it_knows():
@@ -340,6 +376,10 @@ EVERY_EVENT = [
     NodeFinished("Plan", ("Plan",), None, 0.5, {"n": [1, 2]}),
     Retry("Plan", ("Plan",), 2, 0, "ValueError: x", None),
     FlowFinished("Agent", (), "done", 1.5),
+    Progress("Embed", ("Agent", "Embed"), 3, 10, None),
+    Progress("Embed", ("Embed",), 1, 2, {"n": 1}),
+    Interrupt("Agent@1/Ask@1#0", {"question": "ok?"}, "Ask", ("Agent", "Ask"), None, None),
+    Interrupt("Ask@1#0", ["any", 1], "Ask", ("Ask",), 2, {"n": 1}, 5),
 ]
 
 

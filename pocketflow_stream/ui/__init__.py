@@ -10,14 +10,13 @@ Built on the core's chunks and events and the llm layer's deltas; knows no provi
 
 from .mermaid import to_mermaid
 from .terminal import TerminalRenderer, render
-from .transcript import LoadedItem, Step, ToolCallView, ToolResult, Transcript, load_item
+from .transcript import Step, ToolCallView, ToolResult, Transcript, load_item
 
 __all__ = [
     "Transcript",
     "Step",
     "ToolCallView",
     "ToolResult",
-    "LoadedItem",
     "load_item",
     "TerminalRenderer",
     "render",

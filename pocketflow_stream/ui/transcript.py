@@ -35,16 +35,16 @@ import time
 from dataclasses import fields as dataclass_fields
 from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Tuple
 
-import pocketflow_stream as _core
-
 from .._compat import frozen_slots
 from ..errors import node_path_of
 from ..events import (
     Chunk,
     FlowFinished,
+    Interrupt,
     NodeFinished,
     NodeStarted,
     Origin,
+    Progress,
     Retry,
     freeze_params,
     json_ready,
@@ -70,7 +70,6 @@ __all__ = [
     "ToolResult",
     "load_item",
     "from_dict",
-    "LoadedItem",
 ]
 
 RUNNING, DONE, FAILED, PAUSED = "running", "done", "failed", "paused"
@@ -95,32 +94,6 @@ class ToolResult:
             "name": self.name,
             "is_error": self.is_error,
         }
-
-
-class LoadedItem:
-    """An item rebuilt from a dict whose class this process does not have (an engine item of a
-    newer version): its `type` and fields as attributes, `to_dict()` as it came."""
-
-    __slots__ = ("type", "_fields")
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        object.__setattr__(self, "type", data.get("type"))
-        object.__setattr__(self, "_fields", dict(data))
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._fields[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"LoadedItem is immutable: cannot set {name!r}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dict(self._fields)
-
-    def __repr__(self) -> str:
-        return f"LoadedItem({self._fields!r})"
 
 
 class _Text:
@@ -741,17 +714,8 @@ def _mark(changed: List[Step], step: Step) -> None:
 # -- rebuilding items from their dict form ------------------------------------------------
 
 _EVENTS: Dict[str, Any] = {
-    cls.type: cls for cls in (NodeStarted, NodeFinished, Retry, FlowFinished)
+    cls.type: cls for cls in (NodeStarted, NodeFinished, Retry, FlowFinished, Progress, Interrupt)
 }
-
-
-def _engine_class(kind: str) -> Any:
-    """The core's class for an item type added after this module (Interrupt, Progress)."""
-    for name in ("Interrupt", "Progress"):
-        cls = getattr(_core, name, None)
-        if cls is not None and getattr(cls, "type", None) == kind:
-            return cls
-    return None
 
 
 def _origin(
@@ -794,10 +758,6 @@ def load_item(data: Mapping[str, Any]) -> Any:
         origin = _origin(path, data.get("item"), data.get("attempt") or 0, data.get("batch"))
         return Chunk((origin, load_data(data.get("data"))))
     cls = _EVENTS.get(kind) if isinstance(kind, str) else None
-    if cls is None and isinstance(kind, str):
-        cls = _engine_class(kind)
-        if cls is None and kind in ("interrupt", "progress"):
-            return LoadedItem(data)
     if cls is None:
         raise ValueError(
             f"cannot rebuild a stream item of type {kind!r}: expected 'chunk', "
@@ -805,7 +765,7 @@ def load_item(data: Mapping[str, Any]) -> Any:
         )
     values = {}
     for field in dataclass_fields(cls):
-        if field.name in data:
+        if field.name in data and field.name != "handle":
             value = data[field.name]
             if field.name == "path":
                 value = tuple(value)
