@@ -305,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ui", action="store_true", help="open the agent in a Gradio chat on 127.0.0.1"
     )
     parser.add_argument("--port", type=int, default=7860, help="the --ui port (default 7860)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the --ui address (default 127.0.0.1, this machine only; 0.0.0.0 opens the "
+        "agent and its tools to your network)",
+    )
     return parser
 
 
@@ -396,10 +402,12 @@ def _run_ui(args: argparse.Namespace, model: Any, banner: str) -> int:
         return build_flow(model, args.asynchronous, sandbox=sandbox), shared
 
     print(banner)
-    print(f"(the chat: http://127.0.0.1:{args.port}; Ctrl-C stops it)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"(warning: --host {args.host} lets other machines use the agent and its tools)")
+    print(f"(the chat: http://{args.host}:{args.port}; Ctrl-C stops it)", flush=True)
     launch_chat(
         make_flow,
-        server_name="127.0.0.1",
+        server_name=args.host,
         server_port=args.port,
         app_options={
             "title": "pocketflow_stream: a research agent",
