@@ -34,7 +34,7 @@ from .engine import NO_SEND, Await, InThread, Parallel, Paused, Request, Sleep, 
 from .errors import FlowError, add_note, attach_node_path, describe_path
 from .events import Ask, Chunk, StreamItem
 
-__all__ = ["Return", "RunEnd", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
+__all__ = ["Return", "RunEnd", "Ended", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
 
 #: How many chunks of a parallel section may wait for a slow consumer before producers wait.
 DEFAULT_BUFFER = 64
@@ -368,7 +368,27 @@ async def run(
     return ended
 
 
-class FlowStream:
+class Ended:
+    """What a stream tells about its run's end (FlowStream, SyncFlowStream): `action`, the
+    final action once the stream is exhausted (else None); `finished`; `paused`, the Paused
+    handle when the run paused (it yielded an Interrupt), else None."""
+
+    _ending: RunEnd
+
+    @property
+    def action(self) -> Optional[str]:
+        return self._ending.action  # type: ignore[no-any-return]
+
+    @property
+    def finished(self) -> bool:
+        return self._ending.finished
+
+    @property
+    def paused(self) -> Optional[Paused]:
+        return self._ending.paused
+
+
+class FlowStream(Ended):
     """A streamed async run, made by `run_stream_async`. Use it as::
 
         async with flow.run_stream_async(shared) as stream:
@@ -441,22 +461,6 @@ class FlowStream:
             # The group only hosts sections, which never raise: the exception that ended the
             # block (if any) goes on as it was, not wrapped in an ExceptionGroup.
             await group.__aexit__(None, None, None)
-
-    @property
-    def action(self) -> Optional[str]:
-        """The final action once the stream is exhausted, else None."""
-        return self._ending.action  # type: ignore[no-any-return]
-
-    @property
-    def finished(self) -> bool:
-        """Whether the run went to its end (the stream was exhausted)."""
-        return self._ending.finished
-
-    @property
-    def paused(self) -> Optional[Paused]:
-        """The Paused handle once the stream ended because the run waits for input, else
-        None: `async with paused.resume_async({interrupt.id: answer}) as stream: ...`."""
-        return self._ending.paused
 
     def __aiter__(self) -> AsyncGenerator[StreamItem, None]:
         if self._items is None:

@@ -17,7 +17,7 @@ from typing import Any, AsyncGenerator, Collection, Generator, Mapping, Optional
 
 from anyio.from_thread import start_blocking_portal
 
-from .async_driver import DEFAULT_BUFFER, RunEnd, iterate_in_thread
+from .async_driver import DEFAULT_BUFFER, Ended, RunEnd, iterate_in_thread
 from .engine import Paused
 from .events import StreamItem
 
@@ -124,28 +124,13 @@ def resume_stream_in_thread(
     return SyncFlowStream(paused.resume(answers))
 
 
-class SyncFlowStream:
+class SyncFlowStream(Ended):
     """A sync flow's stream, iterated from async code (see `run_stream_in_thread`). `action`
     is the final action once the stream is exhausted (`finished` says so)."""
 
     def __init__(self, steps: Generator[StreamItem, None, Optional[str]]) -> None:
         self._ending = RunEnd()
         self._items = iterate_in_thread(steps, self._ending)
-
-    @property
-    def action(self) -> Optional[str]:
-        """The final action once the stream is exhausted, else None."""
-        return self._ending.action  # type: ignore[no-any-return]
-
-    @property
-    def finished(self) -> bool:
-        """Whether the run went to its end (the stream was exhausted)."""
-        return self._ending.finished
-
-    @property
-    def paused(self) -> Optional[Paused]:
-        """The Paused handle when the run paused (go on with resume_stream_in_thread)."""
-        return self._ending.paused
 
     async def __aenter__(self) -> SyncFlowStream:
         return self

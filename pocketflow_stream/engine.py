@@ -426,16 +426,7 @@ def _assign_ids(flow: Any) -> None:
     start = flow.start_node
     if start is None or getattr(start, "__dict__", {}).get("_ids_assigned"):
         return
-    order: List[Any] = []
-    seen = set()
-    queue = deque([start])
-    while queue:
-        node = queue.popleft()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        order.append(node)
-        queue.extend(node.successors.values())
+    order = _graph(flow)
     named: Dict[str, Any] = {}
     for node in order:
         name = given_name(node)
@@ -476,20 +467,13 @@ def _known_names(root: Any) -> List[str]:
     """Every id in `root`'s graph and the graphs of its sub-flows (for `nodes=`)."""
     names = [node_name(root)]
     flows = [root] if root._kind is FLOW else []
-    seen = set()
     while flows:
         flow = flows.pop()
         _assign_ids(flow)
-        queue = deque([flow.start_node] if flow.start_node is not None else [])
-        while queue:
-            node = queue.popleft()
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
+        for node in _graph(flow):
             names.append(node_name(node))
             if node._kind is FLOW:
                 flows.append(node)
-            queue.extend(node.successors.values())
     return names
 
 
