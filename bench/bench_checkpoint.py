@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 from typing_extensions import TypedDict
 
@@ -95,9 +95,9 @@ def make_loop(turns: int) -> Any:
     import pocketflow_stream as pfs
 
     class Plan(pfs.Node):
-        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Optional[str]:
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
             shared["turn"] += 1
-            return "act" if shared["turn"] < turns else None
+            return "act" if shared["turn"] < turns else "done"
 
     class Act(pfs.Node):
         pass
@@ -105,6 +105,7 @@ def make_loop(turns: int) -> Any:
     plan, act = Plan(), Act()
     plan - "act" >> act
     act >> plan
+    plan - "done" >> pfs.Node(name="End")
     return pfs.Flow(start=plan, name="Loop")
 
 
@@ -124,7 +125,7 @@ def durable_step(folder: str, turns: int, durability: str = "node") -> float:
     elapsed = time.perf_counter() - start
     assert run.status == "done" and shared["turn"] == turns
     runs.store.close()
-    return elapsed / (2 * turns - 1)
+    return elapsed / (2 * turns)
 
 
 def durable_record_text(folder: str) -> str:
@@ -233,35 +234,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         text = durable_record_text(folder)
         results["record_bytes"] = len(text)
-        steps = 2 * turns - 1
+        steps = 2 * turns
+        power_turns = max(turns // 10, 20)
+        measures: Dict[str, Callable[[], float]] = {
+            "bare_upsert": lambda: bare_upsert(folder, steps, text),
+            "durability_node": lambda: durable_step(folder, turns),
+            "durability_pause": lambda: durable_step(folder, turns, "pause"),
+            "durability_power": lambda: durable_step(folder, power_turns, "power"),
+            "bare_full": lambda: bare_upsert(folder, 2 * power_turns, text, "FULL"),
+        }
         try:
             import langgraph.checkpoint.sqlite  # noqa: F401
         except ImportError:
             print("LangGraph is not installed (pip install -e .[bench]): skipping its figure")
-            bare, ours = interleaved(
-                repeats,
-                lambda: bare_upsert(folder, steps, text),
-                lambda: durable_step(folder, turns),
-            )
         else:
-            bare, ours, theirs = interleaved(
-                repeats,
-                lambda: bare_upsert(folder, steps, text),
-                lambda: durable_step(folder, turns),
-                lambda: langgraph_step(folder, lg_turns),
-            )
-            results["langgraph_step_us"] = theirs * 1e6
-            results["langgraph_vs_ours"] = theirs / ours
-        results["durable_step_us"] = ours * 1e6
-        results["bare_upsert_us"] = bare * 1e6
-        results["durable_vs_bare"] = ours / bare
-        for durability in ("node", "power", "pause"):
-            count = turns // 10 if durability == "power" else turns
-            cost = best_of(repeats, lambda d=durability, n=count: durable_step(folder, n, d))
-            results[f"durability_{durability}_us"] = cost * 1e6
-        bare_full = best_of(repeats, lambda: bare_upsert(folder, steps // 10, text, "FULL"))
-        results["bare_full_us"] = bare_full * 1e6
+            measures["langgraph_step"] = lambda: langgraph_step(folder, lg_turns)
+        best = interleaved(repeats, *measures.values())
+        for name, seconds in zip(measures, best):
+            results[f"{name}_us"] = seconds * 1e6
+        ours = results["durability_node_us"]
+        results["durable_step_us"] = ours
+        results["durable_vs_bare"] = ours / results["bare_upsert_us"]
         results["power_vs_bare_full"] = results["durability_power_us"] / results["bare_full_us"]
+        if "langgraph_step_us" in results:
+            results["langgraph_vs_ours"] = results["langgraph_step_us"] / ours
     loop_turns = 20_000 if args.quick else 100_000
     without = plain_step(False, loop_turns)
     with_persist = plain_step(True, loop_turns)

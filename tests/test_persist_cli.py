@@ -117,3 +117,14 @@ def test_python_dash_m(db):
         "run-busy",
         "run-paused",
     ]
+
+
+def test_python_dash_m_pocketflow_stream_runs(db):
+    done = subprocess.run(
+        [sys.executable, "-m", "pocketflow_stream", "runs", "--db", db, "show", "run-paused"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "status:     paused" in done.stdout
