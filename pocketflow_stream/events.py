@@ -192,9 +192,13 @@ class Chunk(tuple[Any, ...]):  # (origin, data[, id]); typing.Tuple would put Ge
 
     def __repr__(self) -> str:
         origin: Origin = self[0]
+        checkpointed = f", id={self[2]!r}" if len(self) > 2 else ""
+        if origin.replay:
+            checkpointed += ", replay=True"
         return (
             f"Chunk(node={origin.name!r}, path={origin.path!r}, data={self[1]!r}, "
-            f"item={origin.item!r}, attempt={origin.attempt!r}, batch={origin.batch!r})"
+            f"item={origin.item!r}, attempt={origin.attempt!r}, batch={origin.batch!r}"
+            f"{checkpointed})"
         )
 
 

@@ -86,6 +86,15 @@ def test_a_chunks_repr_shows_its_item_attempt_and_batch():
     assert "attempt=1" in repr(retried)
 
 
+def test_a_checkpointed_chunks_repr_shows_its_id_and_replay():
+    from pocketflow_stream.events import Origin
+
+    assert repr(Chunk((Origin("Say"), "hi"))).endswith("batch=None)")  # no id: not shown
+    assert repr(Chunk((Origin("Say"), "hi", 7))).endswith("batch=None, id=7)")
+    replayed = Chunk((Origin("Say", replay=True), "hi", 7))
+    assert repr(replayed).endswith("id=7, replay=True)")
+
+
 # --- async names on the wrong family ----------------------------------------------------------
 
 
