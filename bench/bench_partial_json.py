@@ -26,6 +26,9 @@ that grew, a value that changed type), and times a floor per shape: what any hea
 never changes once returned must copy. For the long string, its text as a new `str` after every
 fragment; for the records, a new list of the rows shown, at each fragment that changes the value.
 
+Times are the CPU time of this process (`time.process_time`), so that other work on a shared
+machine distorts them less; the caps are wall-clock time.
+
 Run: python bench/bench_partial_json.py [--repeats N] [--cap SECONDS]
 Needs the bench extras: pip install -e '.[bench]'
 """
@@ -213,10 +216,10 @@ def run_array_floor(fragments: List[str], limit: float) -> Tuple[Any, int]:
         if value is not previous:
             counts.append(len(value.get("rows", ())) if isinstance(value, dict) else 0)
         previous = value
-    start = time.perf_counter()
+    start = time.process_time()
     for count in counts:
         view = rows[:count]  # noqa: F841
-    return time.perf_counter() - start, len(fragments)
+    return time.process_time() - start, len(fragments)
 
 
 def _same(left: Any, right: Any) -> bool:
@@ -268,9 +271,9 @@ def measure(
     shown = ""
     for _ in range(repeats):
         gc.collect()  # start each run from the same heap, whatever ran before
-        start = time.perf_counter()
+        start = time.process_time()
         shown, done = run(fragments, cap)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         if done < len(fragments):
             # Each re-parse costs about its prefix length, so the first k cost ~k^2 of N^2.
             scale = (len(fragments) / done) ** 2 if quadratic else len(fragments) / done
@@ -362,9 +365,9 @@ def healed_part(repeats: int, cap: float) -> None:
             for index, (name, run, label, text) in enumerate(runs):
                 fragments = fragments_of(text)
                 gc.collect()
-                start = time.perf_counter()
+                start = time.process_time()
                 value, done = run(fragments, cap)
-                seconds = time.perf_counter() - start
+                seconds = time.process_time() - start
                 if run is run_array_floor:
                     seconds = value  # it times only its copies
                 best[index] = min(best[index], seconds)
