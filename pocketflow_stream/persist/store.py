@@ -349,7 +349,7 @@ class MemoryStore(Store):
             text = record.to_json(seq_expected + 1, now)
             row.seq = seq_expected + 1
             row.text = text
-            row.record = Record.from_json(text)
+            row.record = None  # parsed when listed
             row.expires = now + lease.ttl
             if self.history:
                 row.history.append((row.seq, text))
@@ -373,11 +373,14 @@ class MemoryStore(Store):
 
     def list(self, status: Optional[str] = None, limit: Optional[int] = None) -> List[RunInfo]:
         with self._lock:
-            infos = [
-                row.record.info(row.owner, row.expires)
-                for row in self._rows.values()
-                if row.record is not None and (status is None or row.record.status == status)
-            ]
+            infos = []
+            for row in self._rows.values():
+                if row.text is None:
+                    continue
+                if row.record is None:
+                    row.record = Record.from_json(row.text)
+                if status is None or row.record.status == status:
+                    infos.append(row.record.info(row.owner, row.expires))
         infos.sort(key=lambda info: -info.updated_at)
         return infos if limit is None else infos[:limit]
 
