@@ -110,6 +110,7 @@ async def _pull(
                 and item.ids is None
                 and item.stop is None
                 and item.send is NO_SEND
+                and item.answers is None
                 and hasattr(item.source, "__anext__")
             ):
                 # an async node's stream, the per-chunk path: written out here, where a
@@ -124,7 +125,7 @@ async def _pull(
                             value = await next_value()
                         except StopAsyncIteration:
                             break
-                        except Exception as exc:  # the node failed: the walk decides
+                        except (Exception, engine._AskSignal) as exc:  # it failed or asked
                             item.error = exc
                             break
                         if type(value) is Return:
@@ -179,6 +180,7 @@ async def _stream_careful(request: Stream) -> AsyncGenerator[StreamItem, None]:
     threaded = not hasattr(source, "__anext__")
     send, ids, stop, origin = request.send, request.ids, request.stop, request.origin
     value_in = None if send is NO_SEND else send
+    answers = request.answers
     try:
         while True:
             try:
@@ -188,11 +190,17 @@ async def _stream_careful(request: Stream) -> AsyncGenerator[StreamItem, None]:
                     if done:
                         request.result = value
                         return
-                else:
+                elif answers is None:
                     value = await source.asend(value_in)
+                else:  # ask() inside gets its recorded answers (set per step: one context)
+                    token = engine._answers.set(answers)
+                    try:
+                        value = await source.asend(value_in)
+                    finally:
+                        engine._answers.reset(token)
             except StopAsyncIteration:
                 return
-            except Exception as exc:  # the node failed: the walk decides
+            except (Exception, engine._AskSignal) as exc:  # it failed or asked: the walk decides
                 request.error = exc
                 return
             if stop is not None and stop.is_set():  # set while the node ran: drop its value

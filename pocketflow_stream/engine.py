@@ -305,7 +305,7 @@ def _walk(root: Any, shared: Any, options: _Options, stack: List[Any]) -> Genera
                     made = yield from _start_attempt(frame, options)
                     if made is None:
                         pass  # the outcome is in the frame already
-                    elif frame.asking or options.careful:  # answers go in, ids come out
+                    elif frame.asking or options.careful or frame.asks:  # answers go in
                         yield from _stream_checked(frame, made, options)
                     else:  # the per-chunk path
                         try:
@@ -321,6 +321,8 @@ def _walk(root: Any, shared: Any, options: _Options, stack: List[Any]) -> Genera
                                     if made.gi_frame is not None:  # still suspended: the
                                         raise  # consumer threw it in, so the run stops here
                                     frame.error = exc
+                                except _AskSignal as signal:  # ask() in an exec it calls
+                                    _asked(frame, signal)
                             else:
                                 origin = frame.attempt_origin()
                                 yield from _tag(Chunk, zip(_repeat(origin), _capture(made, frame)))
@@ -955,8 +957,7 @@ def _start_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, 
         else:
             made = node.exec(item)
     except _AskSignal as signal:  # ask() in exec: pause; exec runs again on resume
-        frame.pending = signal.payload
-        frame.ask_index = signal.index + 1
+        _asked(frame, signal)
         return None
     except Exception as exc:
         frame.error = exc
@@ -974,6 +975,12 @@ def _start_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, 
     return None
 
 
+def _asked(frame: NodeFrame, signal: _AskSignal) -> None:
+    """`ask()` stopped the attempt: it pauses, and runs again on resume with the answer."""
+    frame.pending = signal.payload
+    frame.ask_index = signal.index + 1
+
+
 def _stream_checked(frame: NodeFrame, made: Any, options: _Options) -> Generator[Any, None, None]:
     """Stream a node's generator one value at a time: the path for a generator that may ask
     (an `Ask` it yields pauses the run, and the answer is sent back in), for a checkpointed
@@ -989,8 +996,10 @@ def _stream_checked(frame: NodeFrame, made: Any, options: _Options) -> Generator
     send = made.send
     value_in = frame.asks[-1] if frame.ask_index and frame.ask_index == len(frame.asks) else None
     keep = False
+    answers = _Answers(frame.asks) if frame.asks and not frame.asking else None
     try:
         while True:
+            token = None if answers is None else _answers.set(answers)
             try:
                 value = send(value_in)
             except StopIteration as end:
@@ -999,6 +1008,12 @@ def _stream_checked(frame: NodeFrame, made: Any, options: _Options) -> Generator
             except Exception as exc:
                 frame.error = exc
                 return
+            except _AskSignal as signal:  # ask() in an exec it calls (StreamNode's default)
+                _asked(frame, signal)
+                return
+            finally:
+                if token is not None:
+                    _answers.reset(token)
             if stop is not None and stop.is_set():  # set while the node ran: drop its value
                 raise _Stop()
             value_in = None
@@ -1105,7 +1120,10 @@ def _stream_request(frame: NodeFrame, options: _Options, source: Any, send: Any)
     if options.next_id is not None:
         ids = _ReplayIds(frame) if replaying else options
     emit = frame.emit and not (frame.hush and replaying)
-    return Stream(source, frame.attempt_origin(replaying), emit, send, ids, options.stop)
+    request = Stream(source, frame.attempt_origin(replaying), emit, send, ids, options.stop)
+    if frame.asks and not _may_ask(frame.node, source):  # ask() in an exec_async it awaits
+        request.answers = _Answers(frame.asks)
+    return request
 
 
 def _settle_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, None]:
@@ -1233,6 +1251,8 @@ def _capture(made: Any, frame: NodeFrame) -> Generator[Any, None, None]:
         frame.result = yield from made
     except Exception as exc:
         frame.error = exc
+    except _AskSignal as signal:  # ask() in an exec it calls
+        _asked(frame, signal)
 
 
 _RETURN_PASSES_MAP = _return_passes_map()
@@ -1416,7 +1436,7 @@ def _may_ask(node: Any, made: Any) -> bool:
     True` (for an Ask yielded from a helper generator)."""
     if getattr(node, "asks", False):
         return True
-    code = getattr(made, "gi_code", None)
+    code = getattr(made, "gi_code", None) or getattr(made, "ag_code", None)
     if code is None:
         return True  # not a plain generator: take the careful path
     known = _may_ask_by_code.get(code)
@@ -2104,7 +2124,7 @@ class Stream(Request):
     source however the iteration ends.
     """
 
-    __slots__ = ("source", "origin", "emit", "send", "ids", "stop", "asked")
+    __slots__ = ("source", "origin", "emit", "send", "ids", "stop", "asked", "answers")
 
     def __init__(
         self,
@@ -2123,6 +2143,7 @@ class Stream(Request):
         self.ids = ids
         self.stop = stop
         self.asked: Optional[Ask] = None
+        self.answers: Optional[_Answers] = None  # for ask() inside, set while it runs
 
 
 class Parallel(Request):

@@ -452,3 +452,19 @@ def test_the_fingerprint_is_the_same_for_the_same_graph_and_differs_for_another(
     other = Start()
     other >> Finish()
     assert fingerprint(Flow(start=other)) != fingerprint(nested_draft_flow())
+
+
+def test_a_stream_node_that_only_defines_exec_may_ask_in_it():
+    class Quiet(StreamNode):  # its exec_stream is StreamNode's: it calls exec
+        def exec(self, prep_res):
+            runs["exec"] += 1
+            return ask("from exec")
+
+        def post(self, shared, prep_res, answer):
+            shared["answer"] = answer
+
+    shared: dict = {}
+    paused = Flow(start=Quiet()).run(shared)
+    assert paused.interrupts[0].payload == "from exec"
+    assert paused.run({paused.interrupts[0].id: 7}) is None
+    assert shared == {"answer": 7} and runs["exec"] == 2

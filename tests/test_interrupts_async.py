@@ -373,3 +373,19 @@ async def test_resuming_an_async_run_from_a_saved_position_replays_its_chunks_wi
     assert [c.data for c in items if type(c) is Chunk and not c.replay] == ["verdict late"]
     assert saved == {"topic": "a", "verdict": "late", "finished": True}
     assert runs == Counter({"exec": 1, "post": 1, "Finish": 1})  # prep did not run again
+
+
+async def test_an_async_stream_node_that_only_defines_exec_async_may_ask_in_it():
+    class Quiet(AsyncStreamNode):  # its exec_stream_async awaits exec_async
+        async def exec_async(self, prep_res):
+            runs["exec"] += 1
+            return ask("from exec_async")
+
+        async def post_async(self, shared, prep_res, answer):
+            shared["answer"] = answer
+
+    shared: dict = {}
+    paused = await AsyncFlow(start=Quiet()).run_async(shared)
+    assert paused.interrupts[0].payload == "from exec_async"
+    assert await paused.run_async({paused.interrupts[0].id: 8}) is None
+    assert shared == {"answer": 8} and runs["exec"] == 2
