@@ -8,7 +8,15 @@ import threading
 import anyio
 import pytest
 
-from pocketflow_stream import Ask, AsyncFlow, AsyncNode, AsyncStreamNode, Return
+from pocketflow_stream import (
+    Ask,
+    AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    AsyncStreamNode,
+    FlowError,
+    Return,
+)
 from pocketflow_stream.persist import DurableRuns, RunBusy, SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -138,3 +146,39 @@ async def test_leaving_the_block_early_stops_and_lets_the_lease_go(tmp_path):
         async for _ in again:
             pass
     assert again.status == "paused"
+
+
+class Items(AsyncParallelBatchNode):
+    """Three items at once; items 0 and 2 ask."""
+
+    async def prep_async(self, shared):
+        return [0, 1, 2]
+
+    async def exec_stream_async(self, item):
+        yield f"item {item}"
+        if item != 1:
+            answer = yield Ask({"item": item})
+            yield Return(answer)
+        yield Return(item)
+
+    async def post_async(self, shared, items, results):
+        shared["results"] = results
+
+
+async def test_a_parallel_batch_pauses_with_every_pending_item_listed(tmp_path):
+    runs = DurableRuns(AsyncFlow(start=Items(), name="Batch"), SQLiteStore(tmp_path / "runs.db"))
+    async with runs.start_async({}) as run:
+        async for _ in run:
+            pass
+    assert run.status == "paused"
+    state = await runs.inspect_async(run.run_id)
+    assert sorted(ask["payload"]["item"] for ask in state.interrupts) == [0, 2]
+    # Going on from the saved checkpoint in another process is not supported for a paused
+    # parallel batch yet (the engine says so); the saved run is left as it was.
+    answers = {ask["id"]: "ok" for ask in state.interrupts}
+    with pytest.raises(FlowError, match="parallel batch"):
+        async with runs.resume_async(run.run_id, answers) as again:
+            async for _ in again:
+                pass
+    after = await runs.inspect_async(run.run_id)
+    assert (after.status, after.seq) == ("paused", state.seq)
