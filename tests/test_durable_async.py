@@ -14,7 +14,6 @@ from pocketflow_stream import (
     AsyncNode,
     AsyncParallelBatchNode,
     AsyncStreamNode,
-    FlowError,
     Return,
 )
 from pocketflow_stream.persist import DurableRuns, RunBusy, SQLiteStore
@@ -165,20 +164,77 @@ class Items(AsyncParallelBatchNode):
         shared["results"] = results
 
 
-async def test_a_parallel_batch_pauses_with_every_pending_item_listed(tmp_path):
+async def test_a_parallel_batch_paused_on_two_items_resumes_from_sqlite_one_answer_at_a_time(
+    tmp_path,
+):
     runs = DurableRuns(AsyncFlow(start=Items(), name="Batch"), SQLiteStore(tmp_path / "runs.db"))
     async with runs.start_async({}) as run:
-        async for _ in run:
-            pass
+        first = [item async for item in run]
     assert run.status == "paused"
     state = await runs.inspect_async(run.run_id)
-    assert sorted(ask["payload"]["item"] for ask in state.interrupts) == [0, 2]
-    # Going on from the saved checkpoint in another process is not supported for a paused
-    # parallel batch yet (the engine says so); the saved run is left as it was.
-    answers = {ask["id"]: "ok" for ask in state.interrupts}
-    with pytest.raises(FlowError, match="parallel batch"):
-        async with runs.resume_async(run.run_id, answers) as again:
-            async for _ in again:
-                pass
-    after = await runs.inspect_async(run.run_id)
-    assert (after.status, after.seq) == ("paused", state.seq)
+    by_item = {ask["payload"]["item"]: ask["id"] for ask in state.interrupts}
+    assert sorted(by_item) == [0, 2]  # both pending at once, each with its payload
+
+    later = DurableRuns(AsyncFlow(start=Items(), name="Batch"), SQLiteStore(tmp_path / "runs.db"))
+    async with later.resume_async(run.run_id, {by_item[2]: "two"}) as partly:
+        second = [item async for item in partly]
+    assert partly.status == "paused"
+    assert [ask["id"] for ask in partly.interrupts] == [by_item[0]]  # the other stays pending
+    async with later.resume_async(run.run_id, {by_item[0]: "zero"}) as done:
+        third = [item async for item in done]
+    assert done.status == "done" and done.shared == {"results": ["zero", 1, "two"]}
+    fresh = [
+        item.id
+        for item in first + second + third
+        if type(item).__name__ == "Chunk" and not item.replay
+    ]
+    assert len(fresh) == len(set(fresh))  # no chunk id delivered twice
+
+
+RESUMER = """
+import json, sys
+import anyio
+sys.path.insert(0, {tests!r})
+from test_durable_async import Items
+from pocketflow_stream import AsyncFlow
+from pocketflow_stream.persist import DurableRuns, SQLiteStore
+
+async def main():
+    runs = DurableRuns(AsyncFlow(start=Items(), name="Batch"), SQLiteStore(sys.argv[1]))
+    async with runs.resume_async(sys.argv[2], json.loads(sys.argv[3])) as run:
+        items = [item.to_dict() async for item in run]
+    print(json.dumps({{"status": run.status, "shared": run.shared, "items": items}}))
+
+anyio.run(main, backend=sys.argv[4])
+"""
+
+
+async def test_a_parallel_batch_item_resumes_in_a_fresh_process(tmp_path, anyio_backend):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "runs.db"
+    runs = DurableRuns(AsyncFlow(start=Items(), name="Batch"), SQLiteStore(db))
+    async with runs.start_async({}) as run:
+        first = [item async for item in run]
+    answers = {ask["id"]: f"answer {ask['payload']['item']}" for ask in run.interrupts}
+    script = RESUMER.format(tests=str(Path(__file__).resolve().parent))
+    done = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [sys.executable, "-c", script, str(db), run.run_id, json.dumps(answers), anyio_backend],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "done"
+    assert result["shared"] == {"results": ["answer 0", 1, "answer 2"]}
+    ids = [item.id for item in first if type(item).__name__ == "Chunk"]
+    ids += [
+        item["id"] for item in result["items"] if item["type"] == "chunk" and not item.get("replay")
+    ]
+    assert len(ids) == len(set(ids))

@@ -442,24 +442,19 @@ def _not_found(run_id: str) -> RunNotFound:
 
 def _walk(run: _Segment) -> Any:
     """The engine's walk of the run's flow, checkpointed, from its saved position."""
-    return engine.walk(
-        run.runs.flow,
-        run.shared,
-        checkpoint=run.checkpoint,
-        resume_from=run.position,
-        answers=run.answers if run.position is not None else None,
-        stop=run.stop_signal,
-        **run.runs.run_options,
-    )
+    return engine.walk(run.runs.flow, run.shared, **_checkpointed(run))
 
 
 def _walk_async(run: _Segment) -> Any:
-    return FlowStream(
-        run.runs.flow,
-        run.shared,
-        checkpoint=run.checkpoint,
-        resume_from=run.position,
-        answers=run.answers if run.position is not None else None,
-        stop=run.stop_signal,
+    """The same walk under the async driver (checkpoints are saved in a worker thread)."""
+    return FlowStream(run.runs.flow, run.shared, **_checkpointed(run))
+
+
+def _checkpointed(run: _Segment) -> Dict[str, Any]:
+    return {
+        "checkpoint": run.checkpoint,
+        "resume_from": run.position,
+        "answers": run.answers if run.position is not None else None,
+        "stop": run.stop_signal,
         **run.runs.run_options,
-    )
+    }
