@@ -18,6 +18,7 @@ from pocketflow_stream import (
     BatchFlow,
     BatchNode,
     Flow,
+    FlowError,
     Node,
     StreamBatchNode,
     StreamFlow,
@@ -124,6 +125,13 @@ def test_quotes_in_actions_are_escaped_and_bad_directions_refused():
         to_mermaid(Flow(start=first), "sideways")
 
 
+def test_two_nodes_given_one_name_are_the_engines_error():
+    first = Node(name="Twin")
+    first >> Node(name="Twin")
+    with pytest.raises(FlowError, match="two nodes named 'Twin'"):
+        to_mermaid(Flow(start=first))
+
+
 def test_flows_nested_deeper_than_the_recursion_limit_draw():
     flow = Node(name="Leaf")
     for level in range(3000):
@@ -144,6 +152,9 @@ def test_the_command_line_prints_a_flow_or_what_a_function_builds(tmp_path):
                 return StreamFlow(start=first)
 
             flow = make()
+
+            def needs_a_model(model):
+                return flow
             """
         )
     )
@@ -167,3 +178,4 @@ def test_the_command_line_prints_a_flow_or_what_a_function_builds(tmp_path):
         "error: 'myapp' has no attribute 'nothing'\n"
     )
     assert "is not module:attribute" in mermaid("myapp").stderr
+    assert "builds one without arguments" in mermaid("myapp:needs_a_model").stderr

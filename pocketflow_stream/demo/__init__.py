@@ -48,7 +48,7 @@ from pocketflow_stream.llm import (
     ToolCall,
 )
 from pocketflow_stream.llm.models import DEFAULT_ANTHROPIC_MODEL, DEFAULT_OPENAI_MODEL
-from pocketflow_stream.ui import TerminalRenderer, ToolResult
+from pocketflow_stream.ui import TerminalRenderer, ToolResult, render
 
 from .offline import OFFLINE_BANNER, scripted_agent
 from .tools import TOOLS, Sandbox, SandboxError, calculate, format_number, search
@@ -103,17 +103,6 @@ def answer_on_stdin() -> str:
     if not sys.stdin.isatty():
         sys.stdout.write(f"{line.strip()}\n")
     return line.strip() if line else ""
-
-
-def show(stream: Any, renderer: TerminalRenderer) -> Any:
-    """Draws a run's stream; returns what the walk returned (an action, or a Paused run)."""
-    try:
-        while True:
-            renderer(next(stream))
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        stream.close()
 
 
 def record_reply(shared: Dict[str, Any], reply: AssistantMessage) -> str:
@@ -191,7 +180,7 @@ class Act(StreamNode):
 
 
 def build_flow(
-    model: Any,
+    model: Any = None,
     asynchronous: bool = False,
     *,
     sandbox: Optional[Sandbox] = None,
@@ -216,26 +205,46 @@ def new_conversation(question: str) -> Dict[str, Any]:
     }
 
 
+#: (key, SDK package, provider, model variable, default model, client classes, model classes),
+#: in the order `default_model` prefers them; each pair is (sync, async).
+_PROVIDERS = (
+    (
+        "OPENAI_API_KEY",
+        "openai",
+        "OpenAI",
+        "POCKETFLOW_STREAM_OPENAI_MODEL",
+        DEFAULT_OPENAI_MODEL,
+        ("OpenAI", "AsyncOpenAI"),
+        (OpenAIChatModel, AsyncOpenAIChatModel),
+    ),
+    (
+        "ANTHROPIC_API_KEY",
+        "anthropic",
+        "Anthropic",
+        "POCKETFLOW_STREAM_ANTHROPIC_MODEL",
+        DEFAULT_ANTHROPIC_MODEL,
+        ("Anthropic", "AsyncAnthropic"),
+        (AnthropicModel, AsyncAnthropicModel),
+    ),
+)
+
+
 def choose_model(offline: bool, asynchronous: bool, fast: bool) -> Tuple[Any, str]:
     """(model, the line that says which it is). A real one when a key is set and not
     `offline`, built to fail fast (no retries, a 5 s connect timeout); raises DemoError when
     the key's package is missing."""
-    if not offline and os.environ.get("OPENAI_API_KEY"):
-        openai = _sdk("openai", "OPENAI_API_KEY")
-        client_class = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-        client = client_class(max_retries=0, timeout=openai.Timeout(120.0, connect=5.0))
-        name = os.environ.get("POCKETFLOW_STREAM_OPENAI_MODEL") or DEFAULT_OPENAI_MODEL
-        openai_class: Any = AsyncOpenAIChatModel if asynchronous else OpenAIChatModel
-        return openai_class(name, client), f"(model: OpenAI {name} at {client.base_url})"
-    if not offline and os.environ.get("ANTHROPIC_API_KEY"):
-        anthropic = _sdk("anthropic", "ANTHROPIC_API_KEY")
-        client_class = anthropic.AsyncAnthropic if asynchronous else anthropic.Anthropic
-        client = client_class(max_retries=0, timeout=anthropic.Timeout(120.0, connect=5.0))
-        name = os.environ.get("POCKETFLOW_STREAM_ANTHROPIC_MODEL") or DEFAULT_ANTHROPIC_MODEL
-        anthropic_class: Any = AsyncAnthropicModel if asynchronous else AnthropicModel
-        return anthropic_class(name, client), f"(model: Anthropic {name} at {client.base_url})"
-    model = ScriptedModel(scripted_agent, chunk_size=3, delay=0 if fast else 0.02)
-    return model, OFFLINE_BANNER
+    for key, package, provider, variable, default, clients, models in _PROVIDERS:
+        if offline or not os.environ.get(key):
+            continue
+        sdk = _sdk(package, key)
+        client = getattr(sdk, clients[asynchronous])(
+            max_retries=0, timeout=sdk.Timeout(120.0, connect=5.0)
+        )
+        name = os.environ.get(variable) or default
+        model: Any = models[asynchronous](name, client)
+        return model, f"(model: {provider} {name} at {client.base_url})"
+    scripted = ScriptedModel(scripted_agent, chunk_size=3, delay=0 if fast else 0.02)
+    return scripted, OFFLINE_BANNER
 
 
 def _sdk(package: str, key: str) -> Any:
@@ -357,7 +366,7 @@ def _run(args: argparse.Namespace) -> int:
         stream = flow.run_stream(shared, events=args.events)
     renderer = TerminalRenderer(events=args.events)
     try:
-        action = show(stream, renderer)
+        action = render(stream, renderer=renderer)
         while isinstance(action, Paused):  # ask_user: the question is on screen; answer it
             interrupt = action.interrupts[0]
             try:
@@ -369,7 +378,7 @@ def _run(args: argparse.Namespace) -> int:
                 stream = resume_stream_sync(action, answers)
             else:
                 stream = action.resume(answers)
-            action = show(stream, renderer)
+            action = render(stream, renderer=renderer)
     except Exception as error:
         line = describe_provider_failure(error)
         if line is None:

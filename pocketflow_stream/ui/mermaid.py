@@ -9,8 +9,9 @@ render the text inside a ```` ```mermaid ```` block).
         Plan -->|"act"| Act
         Act --> Plan
 
-Node labels are the nodes' ids in their flow, as chunk paths and events name them: the given
-`name`, else the class name, else `Class#2` for a second unnamed node of one class. Shapes:
+Node labels are the nodes' ids in their flow, as chunk paths and events name them (the
+engine's: the given `name`, else the class name, else `Class#2` for a second unnamed node of
+one class); two nodes given one name in a flow raise the engine's FlowError. Shapes:
 a rectangle for a node, `[[...]]` for a batch, `([...])` for async, a subgraph for a flow;
 the kind is also written under the name. The start node of each flow has a thick border.
 
@@ -29,6 +30,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..async_flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow
 from ..async_nodes import AsyncBatchNode, AsyncNode, AsyncParallelBatchNode
+from ..engine import fingerprint, node_name
+from ..errors import FlowError
 from ..flows import BatchFlow, Flow
 from ..nodes import BaseNode, BatchNode, StreamBatchNode, StreamNode
 
@@ -60,15 +63,9 @@ def _streams(node: Any) -> bool:
     return isinstance(node, AsyncNode) and hasattr(type(node), "exec_stream_async")
 
 
-def _visible_name(node: Any) -> str:
-    name = getattr(node, "name", None)
-    return name if isinstance(name, str) and name else type(node).__name__
-
-
 def _graph(flow: Any) -> Tuple[List[Any], Dict[int, str]]:
     """The nodes of `flow`'s graph breadth-first from its start in wiring order, and the id
-    of each: its given name, else its class name, else `Class#n` when unnamed nodes share a
-    class (the rule the engine names them by)."""
+    the engine gives each (`to_mermaid` has them assigned first)."""
     start = getattr(flow, "start_node", None)
     order: List[Any] = []
     seen = set()
@@ -80,27 +77,7 @@ def _graph(flow: Any) -> Tuple[List[Any], Dict[int, str]]:
         seen.add(id(node))
         order.append(node)
         queue.extend(getattr(node, "successors", {}).values())
-    given = {
-        id(node): _visible_name(node)
-        for node in order
-        if _visible_name(node) != type(node).__name__
-    }
-    taken = set(given.values())
-    counts: Dict[str, int] = {}
-    ids: Dict[int, str] = {}
-    for node in order:
-        if id(node) in given:
-            ids[id(node)] = given[id(node)]
-            continue
-        base = type(node).__name__
-        counts[base] = count = counts.get(base, 0) + 1
-        name = base if count == 1 and base not in taken else f"{base}#{count}"
-        while name in taken:
-            count += 1
-            name = f"{base}#{count}"
-        taken.add(name)
-        ids[id(node)] = name
-    return order, ids
+    return order, {id(node): node_name(node) for node in order}
 
 
 def _label(text: str) -> str:
@@ -130,9 +107,10 @@ def to_mermaid(flow: BaseNode, direction: str = "TD") -> str:
     drawing = _Drawing()
     drawing.lines.append(f"flowchart {direction}")
     if not isinstance(flow, Flow):
-        name = _visible_name(flow)
+        name = node_name(flow)
         drawing.lines.append(f"    {_node_line(drawing.mermaid_id((name,)), name, flow)}")
         return "\n".join(drawing.lines) + "\n"
+    fingerprint(flow)  # gives every node of the graph its id, as its first run would
     _draw_flow(drawing, flow)
     if drawing.starts:
         drawing.lines.append("    classDef start stroke-width:3px")
@@ -214,7 +192,13 @@ def _load(spec: str) -> Any:
         except AttributeError:
             raise SystemExit(f"error: {module_name!r} has no attribute {attribute!r}") from None
     if not isinstance(target, BaseNode) and callable(target):
-        target = target()  # a function that builds the flow
+        try:
+            target = target()  # a function that builds the flow
+        except TypeError as error:
+            raise SystemExit(
+                f"error: calling {spec}() failed ({error}): give a flow, or a function that "
+                "builds one without arguments"
+            ) from None
     if not isinstance(target, BaseNode):
         raise SystemExit(
             f"error: {spec} is a {type(target).__name__}, not a flow or node (or a function "
@@ -239,7 +223,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--markdown", action="store_true", help="wrap it in a ```mermaid block for a README"
     )
     args = parser.parse_args(argv)
-    text = to_mermaid(_load(args.flow), args.direction)
+    try:
+        text = to_mermaid(_load(args.flow), args.direction)
+    except FlowError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.markdown:
         text = f"```mermaid\n{text}```\n"
     sys.stdout.write(text)

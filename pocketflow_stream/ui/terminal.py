@@ -278,10 +278,13 @@ def render(
     *,
     color: Optional[bool] = None,
     events: bool = False,
+    renderer: Optional[TerminalRenderer] = None,
 ) -> Any:
-    """Render a `run_stream` generator to the terminal; returns its final action (or what
-    the walk returned, e.g. a paused run's handle)."""
-    renderer = TerminalRenderer(out, color=color, events=events)
+    """Render a `run_stream` generator to the terminal; returns what the walk returned (the
+    final action, or a paused run's `Paused` handle). Pass the `renderer` of an earlier
+    stream to go on drawing the same run (a resumed pause)."""
+    if renderer is None:
+        renderer = TerminalRenderer(out, color=color, events=events)
     try:
         while True:
             renderer(next(stream))
