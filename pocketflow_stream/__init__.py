@@ -5,6 +5,8 @@
 Layers, each importing only the ones before it:
     _compat, events, errors -> engine -> nodes -> flows      the core: no LLM, no UI
     async_driver -> async_nodes -> async_flows -> bridges    the async drivers, on anyio
+    persist                                                   checkpoints, stores, durable runs
+                                                              (import pocketflow_stream.persist)
     llm                                                       provider-neutral LLM streaming
     ui                                                        showing runs to people
     demo                                                      public names only
