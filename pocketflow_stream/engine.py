@@ -924,6 +924,7 @@ def _start_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, 
         frame.asks.append(frame.answer)
         frame.answered = False
         frame.pending = None
+        frame.replay_until = len(frame.asks)  # if it runs again: the chunks up to here
         if frame.gen is not None:  # suspended at `yield Ask(...)`: it goes on from there
             made, frame.gen = frame.gen, None
             if _is_suspended(made):
@@ -933,7 +934,6 @@ def _start_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, 
                 return made
             # closed meanwhile (the event loop it waited on ended: run_stream_sync): it
             # runs again from its start, its asks answered, its chunks up to here not shown
-            frame.replay_until = len(frame.asks)
             frame.hush = True
     item = frame.items[frame.index]
     failed = frame.failed
@@ -1176,6 +1176,7 @@ def _settle_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None,
         frame.failed = error
         frame.asks = []
         frame.ask_index = 0
+        frame.replay_until = 0
     elif node.wait > 0:
         if options.driver:  # the event loop goes on serving other runs
             yield Sleep(node.wait)
@@ -1184,6 +1185,7 @@ def _settle_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None,
     frame.attempt += 1
     frame.asks = []
     frame.ask_index = 0
+    frame.replay_until = 0
 
 
 def _finish_node(frame: NodeFrame, shared: Any, options: _Options) -> Generator[Any, None, Any]:
@@ -1853,16 +1855,13 @@ def _restore(
     for key, frame in pending.items():
         if type(frame) is FlowFrame:
             frame.answered = True
-        elif key in answers:
-            frame.asks.append(answers[key])
-            frame.pending = None
-            frame.replay_until = len(frame.asks)
-            frame.ask_index = 0
-        elif frame.branches is None:
-            raise FlowError(
-                f"resume needs an answer for {key!r} (node {describe_path(frame.origin.path)} "
-                "waits for one): pass answers={interrupt_id: answer}."
-            )
+        elif key in answers:  # it runs again from its start (see _start_attempt)
+            frame.answer, frame.answered = answers[key], True
+    if pending and not answers and not all(type(f) is FlowFrame for f in pending.values()):
+        raise FlowError(
+            f"resume needs an answer for {', '.join(map(repr, pending))} (the run waits for "
+            "one): pass answers={interrupt_id: answer}."
+        )
     if position.get("status") == "running" and stack:
         top = stack[-1]
         if type(top) is FlowFrame:
@@ -1908,10 +1907,7 @@ def _restore_frame(
         if state.get("before"):
             frame.pending = {"before": state["node"]}
         if state.get("branches"):
-            raise FlowError(
-                f"{_flow_label(frame)}: resuming a paused parallel batch from a saved position "
-                "is not supported yet; resume it in-process (Paused.resume_async)."
-            )
+            _restore_branches(root, frame, state, options)
         return frame
     if origin is None:
         origin = Origin(node_name(target))
@@ -1922,14 +1918,9 @@ def _restore_frame(
 
 
 def _restore_node_frame(frame: NodeFrame, state: Mapping[str, Any], options: _Options) -> None:
-    target, origin = frame.node, frame.origin
+    target = frame.node
     frame.driven = target._async or (options.driver and target.in_thread)
-    frame.parallel = target._parallel and frame.count > 0
-    if state.get("branches"):
-        raise FlowError(
-            f"node {describe_path(origin.path)}: resuming a paused parallel batch from a saved "
-            "position is not supported yet; resume it in-process (Paused.resume_async)."
-        )
+    frame.parallel = target._parallel and frame.count > 0 and not frame.branch
     frame.index = state["index"]
     frame.results = list(state["results"])
     frame.attempt = state["attempt"]
@@ -1939,6 +1930,45 @@ def _restore_node_frame(frame: NodeFrame, state: Mapping[str, Any], options: _Op
     frame.first_id = state["first_id"]
     if options.events:
         frame.started = _perf_counter()
+    if state.get("branches"):
+        _restore_branches(None, frame, state, options)
+
+
+def _restore_branches(root: Any, frame: Any, state: Mapping[str, Any], options: _Options) -> None:
+    """A paused parallel section: the stacks of its paused branches and its finished results.
+    Their chunks up to the pause are not shown again (concurrent branches' ids interleave)."""
+    frame.done = {int(index): result for index, result in state["done"].items()}
+    frame.branches = {}
+    for index, states in state["branches"].items():
+        first, rest = states[0], states[1:]
+        if type(frame) is NodeFrame:
+            twin: Any = NodeFrame(frame.node, frame.origin, frame.prep_res, frame.emit, frame.items)
+            twin.branch = True
+            twin.count = int(index) + 1
+            _restore_node_frame(twin, first, options)
+            twin.hush = True
+        else:
+            twin = FlowFrame(frame.flow, frame.origin, None, frame.selected)
+            twin.branch = True
+            twin.batches = frame.batches
+            twin.batch_index = first["batch_index"] - 1
+            _start_next_batch(twin)
+            _guard(twin, frame.max_steps)
+            twin.params = dict(first["params"])
+            twin.steps = first["steps"]
+            twin.action = first["action"]
+            twin.node = None
+            if first["node"] is not None:
+                twin.node = _copy(_node_by_id(frame.flow, first["node"], twin))
+            if first.get("before"):
+                twin.pending = {"before": first["node"]}
+        stack = [twin]
+        for inner in rest:
+            stack.append(_restore_frame(root, stack, inner, options, False))
+        for spot in _spots(stack, []):
+            if type(spot[1]) is NodeFrame:
+                spot[1].hush = True
+        frame.branches[int(index)] = stack
 
 
 def _node_by_id(flow: Any, node_id: str, frame: FlowFrame) -> Any:

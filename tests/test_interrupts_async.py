@@ -389,3 +389,81 @@ async def test_an_async_stream_node_that_only_defines_exec_async_may_ask_in_it()
     assert paused.interrupts[0].payload == "from exec_async"
     assert await paused.run_async({paused.interrupts[0].id: 8}) is None
     assert shared == {"answer": 8} and runs["exec"] == 2
+
+
+async def test_a_paused_parallel_batch_resumes_from_a_saved_position_one_answer_at_a_time():
+    positions: List[Any] = []
+
+    def save(position):
+        positions.append(json.loads(json.dumps(position)))
+
+    shared: dict = {}
+    await pull(FlowStream(AsyncFlow(start=Items()), shared, checkpoint=save))
+    position = positions[-1]
+    ids = {interrupt["item"]: interrupt["id"] for interrupt in position["interrupts"]}
+    assert sorted(ids) == [1, 3]
+    runs.clear()
+
+    saved = json.loads(json.dumps(shared))
+    first = FlowStream(
+        AsyncFlow(start=Items()),
+        saved,
+        checkpoint=save,
+        resume_from=position,
+        answers={ids[3]: "b"},
+    )
+    items = await pull(first)
+    assert data(items) == ["answer 3 b"]  # its chunks up to the pause are not shown again
+    assert [i.id for i in first.paused.interrupts] == [ids[1]] and runs == Counter({3: 1})
+
+    second = FlowStream(
+        AsyncFlow(start=Items()),
+        saved,
+        checkpoint=save,
+        resume_from=positions[-1],
+        answers={ids[1]: "a"},
+    )
+    assert data(await pull(second)) == ["answer 1 a"]
+    assert saved == {"results": [0, "1:a", 2, "3:b"]}
+    assert runs == Counter({3: 1, 1: 1})  # the finished items 0 and 2 never ran again
+
+
+async def test_a_paused_parallel_batch_flow_resumes_from_a_saved_position():
+    from pocketflow_stream import AsyncParallelBatchFlow
+
+    class Ask3(StreamNode):
+        def exec_stream(self, prep_res):
+            runs[self.params["n"]] += 1
+            answer = yield Ask(self.params["n"])
+            return answer
+
+        def post(self, shared, prep_res, answer):
+            shared[str(self.params["n"])] = answer
+
+    class Each(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": 0}, {"n": 1}]
+
+    def build():
+        after = Finish()
+        each = Each(start=Ask3())
+        each >> after
+        return AsyncFlow(start=each)
+
+    positions: List[Any] = []
+    shared: dict = {}
+    await pull(FlowStream(build(), shared, checkpoint=positions.append))
+    ids = {i["batch"]["n"]: i["id"] for i in positions[-1]["interrupts"]}
+    runs.clear()
+    saved = json.loads(json.dumps(shared))
+    both = {ids[0]: "zero", ids[1]: "one"}
+    resumed = FlowStream(
+        build(),
+        saved,
+        checkpoint=positions.append,
+        resume_from=json.loads(json.dumps(positions[-1])),
+        answers=both,
+    )
+    await pull(resumed)
+    assert resumed.paused is None and saved == {"0": "zero", "1": "one", "finished": True}
+    assert runs == Counter({0: 1, 1: 1, "Finish": 1})
