@@ -360,3 +360,49 @@ def test_the_app_streams_every_session_at_once_on_a_named_endpoint() -> None:
     app = chat_app(lambda message, history: (StreamFlow(start=Think()), {}), api_name="ask")
     (chat,) = [fn for fn in app.fns.values() if fn.api_name == "ask"]
     assert chat.concurrency_limit is None
+
+
+def run_handler(app: Any, message: str, session: Any = None) -> Any:
+    """Every (messages, session) the app's chat handler yields for one message."""
+
+    async def collect() -> List[Any]:
+        return [update async for update in app.fn(message, [], session)]
+
+    return asyncio.run(collect())
+
+
+def test_an_async_flow_streams_and_its_interrupt_is_answered_by_the_next_message() -> None:
+    from pocketflow_stream import Ask, AsyncStreamFlow, AsyncStreamNode
+
+    class Confirm(AsyncStreamNode):
+        async def exec_stream_async(self, prep_res: Any) -> Any:
+            yield TextDelta("Checking. ")
+            answer = yield Ask({"question": "Which file?"})
+            yield TextDelta(f"Saving {answer}.")
+
+    app = chat_app(lambda message, history: (AsyncStreamFlow(start=Confirm(name="Confirm")), {}))
+    *_, (asked, session) = run_handler(app, "save it")
+    assert [m.content for m in asked][-2:] == ["Checking. ", "❓ Which file?"]
+    assert session is not None and session.asynchronous
+    *_, (answered, after) = run_handler(app, "notes.md", session)
+    assert answered[-1].content == "Saving notes.md." and after is None
+
+
+def test_a_dropped_session_closes_the_run_it_left_paused() -> None:
+    from pocketflow_stream import Ask
+    from pocketflow_stream.ui import gradio as view
+
+    closed = threading.Event()
+
+    class Confirm(StreamNode):
+        def exec_stream(self, prep_res: Any) -> Any:
+            try:
+                yield Ask({"question": "Go on?"})
+            finally:
+                closed.set()
+
+    app = chat_app(lambda message, history: (StreamFlow(start=Confirm()), {}))
+    *_, (_, session) = run_handler(app, "start")
+    assert session is not None and not closed.is_set()
+    view._give_up(session)  # what Gradio's State delete_callback does with it
+    assert closed.is_set()

@@ -50,6 +50,7 @@ from typing import (
     Tuple,
 )
 
+from ..async_nodes import AsyncNode
 from ..bridges import run_stream_sync
 from ..engine import Paused, StopSignal
 from .transcript import Step, ToolCallView, Transcript
@@ -530,10 +531,10 @@ def _start(flow: Any, shared: Any, stop: StopSignal) -> Tuple[Iterable[Any], boo
     """The run's items with lifecycle events, and whether it runs under the async driver: a
     sync flow's own generator, an async flow through the bridge (its own event loop in the
     producing thread)."""
+    if isinstance(flow, AsyncNode):  # async flows and nodes (their run_stream refuses)
+        return run_stream_sync(flow, shared, events=True, stop=stop), True
     if hasattr(flow, "run_stream"):
         return flow.run_stream(shared, events=True, stop=stop), False
-    if hasattr(flow, "run_stream_async"):
-        return run_stream_sync(flow, shared, events=True, stop=stop), True
     raise TypeError(
         f"chat_app: flow_factory returned a {type(flow).__name__}, which cannot be streamed; "
         "return (flow, shared) where flow is a StreamFlow, a node or an async flow"
