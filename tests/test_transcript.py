@@ -398,6 +398,18 @@ def test_every_chunk_data_round_trips_through_json(data):
     assert dict(rebuilt.batch) == {"k": "v"} and rebuilt.to_dict() == chunk.to_dict()
 
 
+def test_a_checkpointed_runs_chunk_keeps_its_id_and_replay_mark_and_a_replay_folds_once():
+    wire = {"type": "chunk", "node": "Draft", "path": ["Agent", "Draft"], "item": None}
+    first = load_item({**wire, "attempt": 0, "batch": None, "data": "draft ", "id": 3})
+    replayed = load_item({**first.to_dict(), "replay": True})
+    assert (first.id, first.replay, replayed.id, replayed.replay) == (3, False, 3, True)
+    assert replayed.to_dict() == {**first.to_dict(), "replay": True}
+    transcript = Transcript()
+    transcript.add(first)
+    assert transcript.add(replayed) == []  # a relay delivered it already
+    assert transcript.steps[0].children[0].text == "draft "
+
+
 @pytest.mark.parametrize("event", EVERY_EVENT, ids=lambda e: e.type)
 def test_every_event_round_trips_through_json(event):
     rebuilt = from_dict(over_the_wire(event))

@@ -719,13 +719,17 @@ _EVENTS: Dict[str, Any] = {
 
 
 def _origin(
-    path: List[str], item: Optional[int], attempt: int, batch: Optional[Mapping[str, Any]]
+    path: List[str],
+    item: Optional[int],
+    attempt: int,
+    batch: Optional[Mapping[str, Any]],
+    replay: bool,
 ) -> Origin:
     parent: Optional[Origin] = None
     frozen = None if batch is None else freeze_params(batch)
     for name in path[:-1]:
         parent = Origin(name, parent, frozen)
-    return Origin(path[-1], parent, frozen, item, attempt)
+    return Origin(path[-1], parent, frozen, item, attempt, replay)
 
 
 def load_data(value: Any) -> Any:
@@ -755,7 +759,15 @@ def load_item(data: Mapping[str, Any]) -> Any:
         path = list(data["path"])
         if not path:
             raise ValueError("a chunk dict needs a non-empty 'path'")
-        origin = _origin(path, data.get("item"), data.get("attempt") or 0, data.get("batch"))
+        origin = _origin(
+            path,
+            data.get("item"),
+            data.get("attempt") or 0,
+            data.get("batch"),
+            bool(data.get("replay")),
+        )
+        if data.get("id") is not None:  # a checkpointed run's chunk keeps its number
+            return Chunk((origin, load_data(data.get("data")), data["id"]))
         return Chunk((origin, load_data(data.get("data"))))
     cls = _EVENTS.get(kind) if isinstance(kind, str) else None
     if cls is None:
