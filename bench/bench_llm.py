@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - the SDKs are missing
 
 from pocketflow_stream import AsyncStreamFlow, StreamFlow  # noqa: E402
 from pocketflow_stream.llm import AsyncLLMNode, LLMNode  # noqa: E402
+from pocketflow_stream.llm.anthropic_messages import AnthropicAdapter  # noqa: E402
 from pocketflow_stream.llm.deltas import TextDelta, ToolCallDelta  # noqa: E402
 from pocketflow_stream.llm.models import (  # noqa: E402
     AnthropicModel,
@@ -49,6 +50,7 @@ from pocketflow_stream.llm.models import (  # noqa: E402
     OpenAIResponsesModel,
 )
 from pocketflow_stream.llm.openai_chat import OpenAIChatAdapter  # noqa: E402
+from pocketflow_stream.llm.openai_responses import OpenAIResponsesAdapter  # noqa: E402
 from pocketflow_stream.llm.replay_server import (  # noqa: E402
     ReplayServer,
     event_replay,
@@ -284,6 +286,87 @@ def bench_adapter(server: ReplayServer, count: int, repeats: int) -> List[List[s
     return rows
 
 
+def hand_written_events(events: List[Any], read: Callable[[Any, str], Any]) -> List[Any]:
+    """A careful hand-written reader of Anthropic / Responses delta events: the fields the
+    adapters read for them (`read` is attribute or key access), the same deltas made."""
+    out: List[Any] = []
+    for event in events:
+        kind = read(event, "type")
+        if kind == "content_block_delta":
+            _ = read(event, "index")
+            delta = read(event, "delta")
+            delta_kind = read(delta, "type")
+            if delta_kind == "text_delta":
+                out.append(TextDelta(read(delta, "text")))
+            elif delta_kind == "input_json_delta":
+                out.append(ToolCallDelta(0, read(delta, "partial_json")))
+        elif kind == "response.output_text.delta":
+            _ = (read(event, "item_id"), read(event, "output_index"))
+            _ = read(event, "content_index")
+            out.append(TextDelta(read(event, "delta")))
+        elif kind == "response.function_call_arguments.delta":
+            _ = (read(event, "item_id"), read(event, "output_index"))
+            out.append(ToolCallDelta(0, read(event, "delta")))
+    return out
+
+
+def sdk_events(server: ReplayServer, anthropic_api: bool, events: List[Any]) -> List[Any]:
+    """The SDK's own event objects for `events`, as its stream builds them."""
+    server.enqueue(event_replay(events))
+    if anthropic_api:
+        with anthropic.Anthropic(base_url=server.base_url, api_key="b", max_retries=0) as client:
+            return list(
+                client.messages.create(model="m", max_tokens=9, messages=HELLO, stream=True)
+            )
+    with openai.OpenAI(base_url=server.openai_base_url, api_key="b", max_retries=0) as client:
+        return list(client.responses.create(model="m", input=HELLO, stream=True))
+
+
+def bench_event_adapters(server: ReplayServer, count: int, repeats: int) -> List[List[str]]:
+    rows = []
+    by_attribute = getattr
+
+    def by_key(source: Any, name: str) -> Any:
+        return source.get(name)
+
+    for name, make, anthropic_api, adapter_class in (
+        ("AnthropicAdapter", anthropic_events, True, AnthropicAdapter),
+        ("OpenAIResponsesAdapter", responses_events, False, OpenAIResponsesAdapter),
+    ):
+        for label, dicts in (
+            ("text deltas", make(words(count), tool=False)),
+            ("argument fragments", make(fragments(tool_arguments(), count * 2), tool=True)),
+        ):
+            objects = sdk_events(server, anthropic_api, dicts)
+            for kind, events, read in (
+                ("SDK objects", objects, by_attribute),
+                ("decoded dicts", dicts, by_key),
+            ):
+
+                def ours(events: List[Any] = events, adapter_class: Any = adapter_class) -> None:
+                    adapter = adapter_class()
+                    feed = adapter.feed
+                    for event in events:
+                        feed(event)
+                    adapter.close()
+
+                mine = per_chunk(ours, len(events), repeats)
+                baseline = per_chunk(
+                    lambda events=events, read=read: hand_written_events(events, read),
+                    len(events),
+                    repeats,
+                )
+                rows.append(
+                    [
+                        f"`{name}.feed` per event, {len(events):,} events of {label}, {kind}"
+                        " / hand-written reading of the same fields",
+                        f"{mine / baseline:.2f}x ({mine * 1e6:.2f} µs vs {baseline * 1e6:.2f} µs)",
+                        "<= 2x",
+                    ]
+                )
+    return rows
+
+
 # --- 2. the whole streamed path against the bare SDK ----------------------------------------
 
 
@@ -484,7 +567,10 @@ def main() -> None:
     count = 500 if arguments.quick else 2_000
     repeats = 3 if arguments.quick else 7
     with ReplayServer(timeout=30) as server:
-        print_table("1. adapter", bench_adapter(server, count, repeats))
+        print_table(
+            "1. adapters",
+            bench_adapter(server, count, repeats) + bench_event_adapters(server, count, repeats),
+        )
         print_table("2. the whole streamed path", bench_path(server, count, repeats))
     print_table("3. ScriptedModel", bench_scripted(repeats))
 

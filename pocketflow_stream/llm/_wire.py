@@ -124,7 +124,9 @@ class EventDispatch:
     def feed(self, event: Any) -> List[Delta]:
         """Consume one stream event; return its deltas (none for unknown event types)."""
         out: List[Delta] = []
-        event = view(event)
+        if type(event) is not dict:
+            make = _VIEWS.get(type(event))
+            event = view(event) if make is None else make(event)
         handler = self._handlers.get(event.get("type") or "")
         if handler is not None:
             handler(event, out)

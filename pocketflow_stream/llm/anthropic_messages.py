@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional
 
-from ._wire import EventDispatch
+from ._wire import _VIEWS, EventDispatch
 from ._wire import field as _field
 from ._wire import view as _view
 from .deltas import (
@@ -149,9 +149,14 @@ class AnthropicAdapter(EventDispatch):
                 out.append(RedactedReasoning(str(data)))
 
     def _block_delta(self, event: Mapping[str, Any], out: List[Delta]) -> None:
-        delta = _view(event.get("delta"))
+        delta = event.get("delta")
+        if type(delta) is not dict:
+            make = _VIEWS.get(type(delta))
+            delta = _view(delta) if make is None else make(delta)
         kind = delta.get("type") or ""
-        index = self._index_of(event)
+        index = event.get("index")
+        if type(index) is not int:
+            index = self._index_of(event)
         state = self._blocks.get(index)
         if state is None:  # a delta for a block that never started (seen behind proxies)
             block_kind = _BLOCK_OF_DELTA.get(kind)

@@ -121,7 +121,28 @@ class OpenAIResponsesAdapter(EventDispatch):
     # -- text, refusal, reasoning ------------------------------------------------------------
 
     def _text_delta(self, event: Mapping[str, Any], out: List[Delta]) -> None:
-        self._emit_text(self._text_key(event), event.get("delta"), out)
+        text = event.get("delta")
+        if not text or type(text) is not str:
+            return
+        kind, part_field = _TEXT_KINDS[event["type"]]
+        item_id = event.get("item_id")
+        output_index = event.get("output_index")
+        slot = self._slots_by_item.get(item_id) if item_id else None
+        if slot is None or (
+            type(output_index) is int and output_index not in self._slots_by_output
+        ):
+            slot = self._slot(item_id, output_index)
+        else:
+            self._latest_slot = slot  # the common event: a known item
+        key = (kind, slot, event.get(part_field) or 0)
+        if kind != "text":
+            self._emit_text(key, text, out)
+            return
+        parts = self._texts.get(key)
+        if parts is None:
+            parts = self._texts[key] = []
+        parts.append(text)
+        out.append(TextDelta(text))
 
     def _text_done(self, event: Mapping[str, Any], out: List[Delta]) -> None:
         key = self._text_key(event)
@@ -138,6 +159,9 @@ class OpenAIResponsesAdapter(EventDispatch):
         one item while the output index stays — else, with neither, the item seen last."""
         slot = self._slots_by_item.get(item_id) if item_id else None
         has_index = type(output_index) is int
+        if slot is not None and (not has_index or output_index in self._slots_by_output):
+            self._latest_slot = slot  # the common event: a known item
+            return slot
         if slot is None and has_index:
             slot = self._slots_by_output.get(output_index)
         if slot is None:
