@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pocketflow_stream import Node, StreamFlow, StreamNode
+from pocketflow_stream import BatchNode, Node, StreamFlow, StreamNode
 from pocketflow_stream.llm import (
     Finish,
     ReasoningDelta,
@@ -121,13 +121,26 @@ def test_tool_results_invalid_calls_retries_and_progress():
         "[Plan]",
         '-> calculate({"expression": "6 * 7"})',
         '-> save_file({"path": "a.md", "content": "cut)  [invalid arguments: not run — '
-        "invalid JSON arguments: "
-        + lines[2].split("invalid JSON arguments: ", 1)[1],
+        "invalid JSON arguments: " + lines[2].split("invalid JSON arguments: ", 1)[1],
         "[Act]",
         "calculate -> 42",
         "save_file -> error: not run",
     ]
     assert lines[6:] == [f"[Embed] {n}/20 items" for n in (1, *range(2, 21, 2))]
+
+
+def test_a_real_batch_shows_how_many_items_are_done():
+    class Embed(BatchNode):
+        def prep(self, shared):
+            return ["a", "b", "c"]
+
+    out = io.StringIO()
+    render(StreamFlow(start=Embed()).run_stream({}, progress=True), out, color=False)
+    assert out.getvalue().splitlines() == [f"[Embed] {n}/3 items" for n in (1, 2, 3)]
+    on_a_terminal = io.StringIO()  # one line rewritten in place
+    renderer = TerminalRenderer(on_a_terminal, color=False, interactive=True)
+    render(StreamFlow(start=Embed()).run_stream({}, progress=True), renderer=renderer)
+    assert on_a_terminal.getvalue() == "".join(f"\r[Embed] {n}/3 items" for n in (1, 2, 3)) + "\n"
 
 
 def test_a_retry_is_said_and_the_new_attempt_is_marked():

@@ -32,7 +32,14 @@ _BOLD, _DIM, _CYAN, _RED, _GREEN, _RESET = (
 def wants_color(out: TextIO) -> bool:
     """Colour for `out`: only a terminal, and never with `NO_COLOR` set (no-color.org) or
     `TERM=dumb`."""
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+    if os.environ.get("NO_COLOR"):
+        return False
+    return _is_terminal(out)
+
+
+def _is_terminal(out: TextIO) -> bool:
+    """A terminal that understands cursor movement (not a pipe, a file or TERM=dumb)."""
+    if os.environ.get("TERM") == "dumb":
         return False
     isatty = getattr(out, "isatty", None)
     return bool(isatty and isatty())
@@ -69,7 +76,9 @@ class TerminalRenderer:
     `3/10 items`, a finish other than stop as `(stopped: length)`.
 
     Call it with each chunk or event (or their dicts); call `finish()` at the end for the last
-    newline. `events=True` also writes lifecycle lines. `transcript` holds the fold.
+    newline. `events=True` also writes lifecycle lines. `color` and `interactive` (progress
+    rewritten in place) default to whether `out` is a terminal, colour never with `NO_COLOR`.
+    `transcript` holds the fold.
     """
 
     def __init__(
@@ -78,9 +87,11 @@ class TerminalRenderer:
         *,
         color: Optional[bool] = None,
         events: bool = False,
+        interactive: Optional[bool] = None,
     ) -> None:
         self.out = out if out is not None else sys.stdout
         self.color = wants_color(self.out) if color is None else color
+        self.interactive = _is_terminal(self.out) if interactive is None else interactive
         self.events = events
         self.transcript = Transcript()
         self._shown: Dict[str, _Shown] = {}
@@ -191,21 +202,23 @@ class TerminalRenderer:
             return
         done, total = step.progress
         tenth = done * 10 // total if total else 10
-        on_tty = self.color
+        on_tty = self.interactive
         if not on_tty and self._progress.get(step.id) == tenth and done != total:
             return  # on a pipe: a line per tenth of the batch, not per item
         self._progress[step.id] = tenth
-        self._enter(step, header=False)
         text = f"[{step.label}] {done}/{total} items"
-        if on_tty:  # one line, rewritten in place
-            if self._mode != "progress":
-                self._line("", end="")
+        if on_tty:  # one line, rewritten in place while this batch is what is shown
+            if self._mode != "progress" or self._call != step.id:
+                self._enter(step, header=False)  # ends another batch's progress line
+                if not self._at_line_start:
+                    self._write("\n")
             self._write(f"\r{text}", _DIM)
-            self._mode = "progress"
+            self._mode, self._call = "progress", step.id
             if done == total:
                 self._write("\n")
-                self._mode = ""
+                self._mode, self._call = "", None
         else:
+            self._enter(step, header=False)
             self._line(text)
         self._source = None
 
