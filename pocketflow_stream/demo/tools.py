@@ -93,6 +93,7 @@ _OPERATORS: Dict[type, Callable[..., Any]] = {
 }
 _MAX_EXPONENT = 1000  # 9 ** 9 ** 9 would take the process down
 _MAX_LENGTH = 500
+_MAX_BITS = 100_000  # about 30,000 digits
 
 
 def calculate(expression: str) -> Union[int, float]:
@@ -114,8 +115,11 @@ def calculate(expression: str) -> Union[int, float]:
             return node.value
         if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
             left, right = value(node.left), value(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-                raise ValueError(f"exponent {right} is too large (at most {_MAX_EXPONENT})")
+            if isinstance(node.op, ast.Pow):
+                if abs(right) > _MAX_EXPONENT:
+                    raise ValueError(f"exponent {right} is too large (at most {_MAX_EXPONENT})")
+                if isinstance(left, int) and left.bit_length() * abs(right) > _MAX_BITS:
+                    raise ValueError(f"{left} ** {right} is too large a number")
             return _OPERATORS[type(node.op)](left, right)
         if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
             return _OPERATORS[type(node.op)](value(node.operand))
