@@ -17,9 +17,11 @@ from typing import Any, AsyncGenerator, Collection, Generator, Mapping, Optional
 
 from anyio.from_thread import start_blocking_portal
 
-from .async_driver import DEFAULT_BUFFER, Ended, RunEnd, iterate_in_thread
+from .async_driver import DEFAULT_BUFFER, Ended, FlowStream, RunEnd, iterate_in_thread
+from .async_nodes import AsyncNode
 from .engine import Paused
 from .events import StreamItem
+from .nodes import BaseNode
 
 __all__ = [
     "run_stream_sync",
@@ -31,7 +33,7 @@ __all__ = [
 
 
 def run_stream_sync(
-    flow: Any,
+    flow: AsyncNode,
     shared: Any,
     *,
     backend: str = "asyncio",
@@ -75,7 +77,7 @@ def resume_stream_sync(
     return (yield from _iterate_on_a_portal(paused.resume_async(answers, buffer=buffer), backend))
 
 
-def _iterate_on_a_portal(stream: Any, backend: str) -> Generator[StreamItem, None, Any]:
+def _iterate_on_a_portal(stream: FlowStream, backend: str) -> Generator[StreamItem, None, Any]:
     with start_blocking_portal(backend) as portal:
         with portal.wrap_async_context_manager(stream):
             items = stream.__aiter__()
@@ -93,7 +95,7 @@ async def _next(items: AsyncGenerator[StreamItem, None]) -> StreamItem:
 
 
 def run_stream_in_thread(
-    flow: Any,
+    flow: BaseNode,
     shared: Any,
     *,
     events: bool = False,
@@ -130,7 +132,7 @@ class SyncFlowStream(Ended):
 
     def __init__(self, steps: Generator[StreamItem, None, Optional[str]]) -> None:
         self._ending = RunEnd()
-        self._items = iterate_in_thread(steps, self._ending)
+        self._items: AsyncGenerator[StreamItem, None] = iterate_in_thread(steps, self._ending)
 
     async def __aenter__(self) -> SyncFlowStream:
         return self
