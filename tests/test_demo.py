@@ -255,8 +255,9 @@ def test_ctrl_c_mid_stream_ends_quietly_with_130(flags, tmp_path):
     assert "(flow finished" not in stdout
 
 
-def test_a_closed_pipe_ends_quietly_with_141(tmp_path):
-    process = start_demo("--sandbox", str(tmp_path))
+@pytest.mark.parametrize("flags", [[], ["--async"]], ids=["sync", "async"])
+def test_a_closed_pipe_ends_quietly_with_141(flags, tmp_path):
+    process = start_demo("--sandbox", str(tmp_path), *flags)
     try:
         read_until_streaming(process)
         process.stdout.close()  # `| head` has read what it wanted
