@@ -479,18 +479,18 @@ def _known_names(root: Any) -> List[str]:
     return names
 
 
-def _check_selection(root: Any, nodes: frozenset) -> None:
-    """`nodes=` names no node or flow of the graph: say which names there are (checked once
-    per run, before it starts; a flow that routes with its own get_next_node is not checked,
-    as its graph is not known in advance)."""
+def _check_names(root: Any, names: frozenset, option: str) -> None:
+    """`nodes=` or `pause_before=` names no node or flow of the graph: say which names there
+    are (checked once per run, before it starts; a flow that routes with its own
+    get_next_node is not checked, as its graph is not known in advance)."""
     known = _known_names(root)
-    missing = sorted(nodes.difference(known))
+    missing = sorted(names.difference(known))
     if missing and not _routes_itself(root):
-        names = ", ".join(map(repr, dict.fromkeys(known)))
+        there = ", ".join(map(repr, dict.fromkeys(known)))
         raise FlowError(
-            f"nodes={sorted(nodes)!r}: no node or flow is named {', '.join(map(repr, missing))} "
-            f"in {node_name(root)}; the names there are {names}. Pass the names (ids) chunks "
-            "carry in chunk.node."
+            f"{option}={sorted(names)!r}: no node or flow is named "
+            f"{', '.join(map(repr, missing))} in {node_name(root)}; the names there are "
+            f"{there}. Pass the names (ids) chunks carry in chunk.node."
         )
 
 
@@ -507,7 +507,9 @@ def _enter_root(root: Any, shared: Any, options: _Options) -> Generator[Any, Non
     """The first frame: the flow being run, or a stand-alone node (which ends its stream with
     FlowFinished like a flow, when events are on)."""
     if options.nodes is not None:
-        _check_selection(root, options.nodes)
+        _check_names(root, options.nodes, "nodes")
+    if options.pause_before is not None:
+        _check_names(root, options.pause_before, "pause_before")
     if root._kind is FLOW:
         return (yield from _enter_flow(root, shared, None, options))
     origin = Origin(node_name(root))

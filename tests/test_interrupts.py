@@ -468,3 +468,12 @@ def test_a_stream_node_that_only_defines_exec_may_ask_in_it():
     assert paused.interrupts[0].payload == "from exec"
     assert paused.run({paused.interrupts[0].id: 7}) is None
     assert shared == {"answer": 7} and runs["exec"] == 2
+
+
+def test_pause_before_a_name_no_node_has_is_refused_before_anything_runs():
+    start = Start()
+    start >> Finish()
+    with pytest.raises(FlowError) as caught:
+        Flow(start=start).run({"log": []}, pause_before=["Finsh"])
+    assert "'Finsh'" in str(caught.value) and "'Finish'" in str(caught.value)
+    assert runs["Start"] == 0
