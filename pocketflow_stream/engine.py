@@ -253,7 +253,9 @@ def walk(
     For the persistence layer (PERSIST): `checkpoint(position)` is called after every
     completed node run, after each finished batch item, at every pause (status "paused") and
     at the end (status "done"), with a JSON-ready position (`shared` is not in it; see
-    `position_of`). Under the async driver the call is made in a worker thread. Items of a
+    `position_of`). The position shares objects with the running run (params, prep_res,
+    results, answers): encode it (with `shared`) inside the callback, before returning.
+    Under the async driver the call is made in a worker thread while the walk waits. Items of a
     checkpointed run carry `.id` (chunks, events; `.seq` on an Interrupt): run-unique,
     increasing. To go on from a saved position in a new process, build the same graph and
     call `walk(root, shared, checkpoint=..., resume_from=position, answers={id: answer})`
