@@ -269,6 +269,20 @@ def send(page: Any, message: str) -> None:
     box.press("Enter")
 
 
+def settled(page: Any) -> None:
+    """Wait until the run's last update is drawn: no thought pending, every done one folded."""
+    page.wait_for_function(
+        "() => !document.querySelector("
+        "'[data-testid=bot] .loading-spinner, [data-testid=bot] .title.expanded')"
+    )
+
+
+def open_thought(page: Any, title: str, nth: int, shows: str) -> None:
+    """Open the `nth` (folded) thought titled `title`; wait for `shows` inside it."""
+    page.locator(THOUGHT, has_text=title).nth(nth).click()
+    page.get_by_text(shows).first.wait_for()
+
+
 def bot_text(page: Any) -> str:
     return " ".join(page.locator('[data-testid="bot"]').all_inner_texts())
 
@@ -298,9 +312,9 @@ def test_a_tool_step_shows_its_arguments_growing_then_its_result(page: Any) -> N
     assert "line three" not in bot_text(page)
     run.release.set()
     page.get_by_text("Saved notes.md.").wait_for()
-    if "line three" not in bot_text(page):  # done steps fold away: open the tool step
-        step.click()
-    page.get_by_text("line three").first.wait_for()
+    settled(page)
+    open_thought(page, "Plan", 0, "save_file")  # done thoughts fold away: open them
+    open_thought(page, "save_file", 0, "line three")
     page.get_by_text("saved 3 lines to notes.md").first.wait_for()
 
 
@@ -358,16 +372,13 @@ def test_two_sessions_stream_at_once(page: Any, app: Any, browser: Any) -> None:
 def test_screenshot_of_an_agent_run(page: Any) -> None:
     send(page, "What is 17% of 2,340? Save the answer to a file.")
     page.get_by_text("17% of 2,340 is 397.8.").first.wait_for()
+    settled(page)
     # done thoughts fold away: open the agent, its plans and their tool calls for the picture
-    for title, nth, shows in (
-        ("Agent", 0, "Plan"),
-        ("Plan", 0, "calculator"),
-        ("calculator", 0, "0.17 * 2340"),
-        ("Plan", 1, "save_file"),
-        ("save_file", 0, "# Answer"),
-    ):
-        page.locator(THOUGHT, has_text=title).nth(nth).click()
-        page.get_by_text(shows).first.wait_for()
+    open_thought(page, "Agent", 0, "Plan")
+    open_thought(page, "Plan", 0, "I will use the calculator")
+    open_thought(page, "calculator", 0, "0.17 * 2340")
+    open_thought(page, "Plan", 1, "Now I save a short note")
+    open_thought(page, "save_file", 0, "# Answer")
     page.wait_for_timeout(400)  # for the picture only: let the accordions finish opening
     DOCS.mkdir(exist_ok=True)
     page.screenshot(path=str(DOCS / "gradio-chat.png"), full_page=True)

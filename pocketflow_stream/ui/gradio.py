@@ -626,6 +626,7 @@ def chat_app(
         chatbot=chatbot,
         additional_inputs=[session],
         additional_outputs=[session],
+        additional_inputs_accordion=gr.Accordion(visible=False, render=False),  # state only
         title=title,
         description=description,
         examples=examples,
