@@ -533,3 +533,34 @@ def test_the_paused_record_is_plain_versioned_json(app, tmp_path):
     assert record["version"] == 1 and record["status"] == "paused"
     assert record["position"]["frames"] and record["fingerprint"]
     assert Path(tmp_path / "runs.db").exists()
+
+
+def test_the_position_is_checked_too_and_carries_a_prep_tuple_exactly(app, tmp_path):
+    from pocketflow_stream import Ask, Flow, StreamNode
+
+    class Pair(StreamNode):
+        def prep(self, shared):
+            return ("a", 1)  # PocketFlow preps often return tuples
+
+        def exec_stream(self, pair):
+            answer = yield Ask({"pair": list(pair)})
+            return [type(pair).__name__, answer]
+
+        def post(self, shared, pair, result):
+            shared["result"] = result
+
+    def runs_of(node_class):
+        return DurableRuns(Flow(start=node_class(), name="F"), SQLiteStore(tmp_path / "runs.db"))
+
+    run = runs_of(Pair).start({})
+    list(run)
+    resumed = runs_of(Pair).resume(run.run_id, {run.interrupts[0]["id"]: "ok"})
+    list(resumed)
+    assert resumed.shared == {"result": ["tuple", "ok"]}  # not turned into a list
+
+    class Odd(Pair):
+        def prep(self, shared):
+            return {1, 2}
+
+    with pytest.raises(NotJSONError, match=r"cannot checkpoint position\['frames'\]\[1\]"):
+        list(runs_of(Odd).start({}))

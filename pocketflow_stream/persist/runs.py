@@ -119,6 +119,9 @@ class DurableRuns:
         self.flow = flow
         self.store = store
         self.codecs = codecs
+        # the engine's position holds prep_res, params and results as the app made them:
+        # checked like `shared`, with tuples carried exactly (PocketFlow preps return them)
+        self.position_codecs = (codecs or Codecs()).with_tuples()
         self.max_bytes = max_bytes
         self.ttl = ttl
         self.owner = owner or new_owner()
@@ -258,8 +261,8 @@ class _Segment:
                         f"changed. Answer by the ids in run.interrupts or `runs show`."
                     )
             self.seq = record.seq
-            self.position = record.position
             self.interrupts = record.interrupts
+            self.position = decode(record.position, self.runs.position_codecs)
             self.shared = decode(record.shared, self.runs.codecs)
             self._last = record
             self._writer = record.at
@@ -285,6 +288,9 @@ class _Segment:
         at: Optional[str] = None,
     ) -> Record:
         shared = encode(self.shared, self.runs.codecs, writer=writer)
+        if position is not None:
+            codecs = self.runs.position_codecs
+            position = encode(position, codecs, root="position", writer=writer)
         record = Record(
             self.run_id,
             status,

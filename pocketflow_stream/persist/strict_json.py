@@ -120,6 +120,17 @@ class Codecs:
     def tags(self) -> List[str]:
         return sorted(self._by_tag)
 
+    def with_tuples(self) -> Codecs:
+        """A copy that also carries tuples (tag "tuple"), unless the app registered its own:
+        what the engine's position holds (a node's `prep_res` is often a tuple) must come
+        back as it was."""
+        copy = Codecs()
+        copy._by_type = dict(self._by_type)
+        copy._by_tag = dict(self._by_tag)
+        if tuple not in copy._by_type and "tuple" not in copy._by_tag:
+            copy.register("tuple", tuple, list, tuple)
+        return copy
+
 
 _NATIVE = (dict, list, str, int, float, bool, type(None))
 _NO_CODECS = Codecs()
