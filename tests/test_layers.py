@@ -19,6 +19,7 @@ LAYER = {
     "async_flows": 7,
     "bridges": 8,
     "persist": 8.5,  # checkpoints and stores: above the drivers, below llm
+    "scale": 8.6,  # the Postgres store (and what runs past one machine): on persist
     "llm": 9,
     "ui": 10,
     "demo": 11,

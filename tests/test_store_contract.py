@@ -2,11 +2,14 @@
 
 A new store joins by adding a param to the `stores` fixture: a factory `make(history=0,
 clock=...)` and `peer(store)`, another handle on the same data (what a second process would
-open).
+open). Postgres (pocketflow_stream.scale) runs when POCKETFLOW_STREAM_POSTGRES_URL is set
+(scripts/servers.sh starts a server), each test on a schema of its own, dropped after it.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import threading
 
 import anyio
@@ -44,24 +47,44 @@ class Stores:
         if self.kind == "memory":
             store: Store = MemoryStore(history=history, clock=self.clock)
         else:
-            store = SQLiteStore(self.path, history=history, clock=self.clock)
+            store = self._open(history)
         self.opened.append(store)
         return store
 
     def peer(self, store: Store) -> Store:
         if self.kind == "memory":
             return store
-        other = SQLiteStore(self.path, history=store.history, clock=self.clock)
+        other = self._open(store.history)  # type: ignore[attr-defined]
         self.opened.append(other)
         return other
 
+    def _open(self, history: int) -> Store:
+        if self.kind == "postgres":
+            from pocketflow_stream.scale import PostgresStore
 
-@pytest.fixture(params=["memory", "sqlite"])
+            return PostgresStore(self.url, schema=self.schema, history=history, clock=self.clock)
+        return SQLiteStore(self.path, history=history, clock=self.clock)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def stores(request, tmp_path):
     made = Stores(request.param, tmp_path)
+    if request.param == "postgres":
+        made.url = os.environ.get("POCKETFLOW_STREAM_POSTGRES_URL", "")
+        if not made.url:
+            pytest.skip(
+                "POCKETFLOW_STREAM_POSTGRES_URL is not set: start a throwaway server with "
+                'eval "$(scripts/servers.sh start DIR)" to run the Postgres store too'
+            )
+        made.schema = f"pfs_test_{secrets.token_hex(6)}"
     yield made
     for store in made.opened:
         store.close()
+    if request.param == "postgres" and made.opened:
+        from pocketflow_stream.scale import PostgresStore
+
+        with PostgresStore(made.url, schema=made.schema) as store:
+            store.drop_schema()
 
 
 def record(run_id: str = "r1", status: str = "running", **fields) -> Record:
