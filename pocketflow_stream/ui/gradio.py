@@ -17,6 +17,8 @@ The pieces, for building your own app:
   streams into the last one); an interrupt's question as a plain message.
 - `Coalescer`: when to send the next update — the first change at once, then at most one
   update per `interval` while changes keep coming.
+- `history_messages(history)`: Gradio's history (either shape) as OpenAI-style dicts;
+  `interrupt_question(interrupt)`: what an interrupt asks, as chat text.
 - `LiveRun(stream)`: folds a stream in a thread of its own and reads it as coalesced message
   lists (`async for messages in run.updates()`, or `for messages in run.iter_updates()`);
   stopping it closes the stream in that thread, so the running node's `finally` runs.
@@ -66,6 +68,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 __all__ = [
     "transcript_messages",
     "history_messages",
+    "interrupt_question",
     "Coalescer",
     "LiveRun",
     "FlowFactory",
@@ -443,10 +446,13 @@ class LiveRun:
                 self._wake()
 
     def _take(self) -> Tuple[List[Any], bool]:
+        """The update to send now, and whether it is the last."""
         with self._lock:
             self._dirty = False
             over = self.done.is_set()
-            return self.render(self.transcript), over
+            messages = self.render(self.transcript)
+        self.coalescer.sent()
+        return messages, over
 
     # -- readers --
 
@@ -475,11 +481,12 @@ class LiveRun:
                     await asyncio.sleep(delay)
                 changed.clear()
                 messages, over = self._take()
-                self.coalescer.sent()
                 yield messages
                 if over:
                     return
         finally:
+            with self._lock:
+                self._wake = None
             self.stop()
 
     def iter_updates(self) -> Iterator[List[Any]]:
@@ -495,13 +502,10 @@ class LiveRun:
                 if delay > 0:
                     time.sleep(delay)
                 messages, over = self._take()
-                self.coalescer.sent()
                 yield messages
                 if over:
                     return
         finally:
-            with self._lock:
-                self._wake = None
             self.stop()
 
 
