@@ -181,7 +181,7 @@ def make_flow(message: str, history: List[Dict[str, str]]) -> Any:
         )
         return agent(GatedModel(script, key, arguments_held)), shared
     if kind == "stop":  # a long reply, held after its first chunk until the test stops it
-        script = ScriptedModel([Turn(text="tick " * 2000)], chunk_size=5)
+        script = ScriptedModel([Turn(reasoning="Counting.", text="tick " * 2000)], chunk_size=5)
         return agent(GatedModel(script, key, text_held)), shared
     if kind == "ask":  # the model plans, then a node asks the user mid-stream
         script = ScriptedModel([Turn(reasoning="I need to know which file to write.")])
@@ -331,11 +331,13 @@ def test_the_stop_button_closes_the_running_node(page: Any) -> None:
     run = gates("browser-stop")
     send(page, "stop browser-stop")
     assert run.started.wait(WAIT)
-    page.get_by_text("tick").first.wait_for()
+    page.get_by_text("Counting.").wait_for()  # its thought is pending: a spinner shows
     page.locator('[data-testid="stop-button"]').click()
     run.release.set()  # the model would stream on now; the stop must close it first
     assert run.closed.wait(WAIT), "the node's finally never ran after Stop"
     assert run.produced < run.total, "the run streamed to its end despite Stop"
+    page.get_by_text("⏹ Stopped.").wait_for()  # and the chat says so, nothing left spinning
+    page.wait_for_function("() => !document.querySelector('[data-testid=bot] .loading-spinner')")
 
 
 def test_an_interrupt_asks_in_the_chat_and_the_next_message_answers_it(page: Any) -> None:

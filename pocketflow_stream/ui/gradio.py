@@ -445,6 +445,11 @@ class LiveRun:
             if self._wake is not None:
                 self._wake()
 
+    def messages(self) -> List[Any]:
+        """The run drawn as it is now (fresh objects), whatever the coalescer says."""
+        with self._lock:
+            return self.render(self.transcript)
+
     def _take(self) -> Tuple[List[Any], bool]:
         """The update to send now, and whether it is the last."""
         with self._lock:
@@ -516,12 +521,15 @@ class _Session:
     """A browser session's run between two messages: the paused run waiting for the user's
     answer (in-process: the suspended generators live in this handle), and how it ran."""
 
-    __slots__ = ("paused", "asynchronous", "stop")
+    __slots__ = ("paused", "asynchronous", "stop", "live")
 
-    def __init__(self, paused: Any, asynchronous: bool, stop: StopSignal) -> None:
+    def __init__(
+        self, paused: Any, asynchronous: bool, stop: StopSignal, live: Optional[LiveRun] = None
+    ) -> None:
         self.paused = paused
         self.asynchronous = asynchronous
         self.stop = stop  # the run keeps the signal it started with
+        self.live = live  # the run streaming now (for the Stop button's last picture)
 
 
 def _give_up(session: Any) -> None:
@@ -607,7 +615,9 @@ def chat_app(
         updates = run.updates()
         try:
             async for messages in updates:
-                if run.done.is_set() and isinstance(run.result, Paused):
+                if not run.done.is_set():
+                    yield messages, _Session(None, asynchronous, stop, live=run)
+                elif isinstance(run.result, Paused):
                     yield messages, _Session(run.result, asynchronous, stop)
                 else:
                     yield messages, None
@@ -625,7 +635,7 @@ def chat_app(
         height=height, show_label=False, placeholder=description
     )
     session = gr.State(None, render=False, delete_callback=_give_up)
-    return gr.ChatInterface(
+    app = gr.ChatInterface(
         chat,
         chatbot=chatbot,
         additional_inputs=[session],
@@ -636,6 +646,31 @@ def chat_app(
         examples=examples,
         **options,
     )
+    with app:  # Gradio cancels the handler on Stop; this draws the stopped run's last state
+        app.textbox.stop(
+            _stopped, [app.chatbot, session], [app.chatbot, session], api_visibility="private"
+        )
+    return app
+
+
+async def _stopped(history: List[Any], session: Optional[_Session]) -> Tuple[List[Any], None]:
+    """Stop: stop the session's run, wait (briefly) until its stream closed, and show its
+    last state in place of the turn's partial picture, no step left spinning."""
+    run = getattr(session, "live", None)
+    if run is None:
+        return history, None
+    run.stop()
+    await asyncio.get_running_loop().run_in_executor(None, run.done.wait, 10)
+    turn_starts = len(history)
+    while turn_starts > 0 and _role_of(history[turn_starts - 1]) != "user":
+        turn_starts -= 1
+    return list(history[:turn_starts]) + run.messages() + [
+        gr.ChatMessage(content="⏹ Stopped.")
+    ], None
+
+
+def _role_of(message: Any) -> Any:
+    return message.get("role") if isinstance(message, Mapping) else getattr(message, "role", None)
 
 
 def launch_chat(
