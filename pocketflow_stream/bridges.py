@@ -13,8 +13,18 @@ Both stop the run when the loop over them stops early (close the generator, or l
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, AsyncGenerator, Collection, Generator, Mapping, Optional, Type
+from typing import (
+    Any,
+    AsyncGenerator,
+    Collection,
+    Generator,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+)
 
+from anyio import CancelScope, Event
 from anyio.from_thread import start_blocking_portal
 
 from .async_driver import DEFAULT_BUFFER, Ended, FlowStream, RunEnd, iterate_in_thread
@@ -78,20 +88,70 @@ def resume_stream_sync(
 
 
 def _iterate_on_a_portal(stream: FlowStream, backend: str) -> Generator[StreamItem, None, Any]:
+    on_the_loop = _OnTheLoop(stream)
     with start_blocking_portal(backend) as portal:
-        with portal.wrap_async_context_manager(stream):
-            items = stream.__aiter__()
+        # An exception out of the loop below (KeyboardInterrupt while the caller waits for an
+        # item, GeneratorExit from close()) leaves through this block: its exit runs
+        # _OnTheLoop.__aexit__ on the loop, which cancels the pull in progress and waits for
+        # it before it closes the run, and the exception goes on as it was.
+        with portal.wrap_async_context_manager(on_the_loop):
             while True:
                 try:
-                    item = portal.call(_next, items)
+                    item = portal.call(on_the_loop.next)
                 except StopAsyncIteration:
                     break
                 yield item
         return stream.paused if stream.paused is not None else stream.action
 
 
-async def _next(items: AsyncGenerator[StreamItem, None]) -> StreamItem:
-    return await items.__anext__()
+class _OnTheLoop:
+    """The portal side of `_iterate_on_a_portal`: owns the FlowStream on the event loop and
+    pulls its items one at a time. Everything here runs in the loop's thread.
+
+    The sync caller can leave while a pull is still running there: a KeyboardInterrupt ends
+    its wait for `portal.call`, not the call. Closing the stream then would close an async
+    generator in the middle of `__anext__` ("aclose(): asynchronous generator is already
+    running"), so `__aexit__` cancels that pull and waits until it has ended first (a node's
+    await is cancelled, its `finally` runs), and only then closes the run."""
+
+    def __init__(self, stream: FlowStream) -> None:
+        self._stream = stream
+        self._items: Optional[AsyncGenerator[StreamItem, None]] = None
+        self._pulling: Optional[Tuple[CancelScope, Event]] = None
+        self._closing = False
+
+    async def __aenter__(self) -> _OnTheLoop:
+        await self._stream.__aenter__()
+        self._items = self._stream.__aiter__()
+        return self
+
+    async def next(self) -> Any:
+        if self._closing or self._items is None:  # a pull that starts after the caller left
+            raise StopAsyncIteration
+        ended = Event()
+        with CancelScope() as scope:
+            self._pulling = (scope, ended)
+            try:
+                return await self._items.__anext__()
+            finally:
+                self._pulling = None
+                ended.set()
+        raise StopAsyncIteration  # cancelled by __aexit__: nobody waits for this pull now
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self._closing = True
+        pulling = self._pulling
+        if pulling is not None:
+            scope, ended = pulling
+            scope.cancel()
+            with CancelScope(shield=True):
+                await ended.wait()
+        await self._stream.__aexit__(exc_type, exc, traceback)
 
 
 def run_stream_in_thread(
