@@ -564,3 +564,27 @@ def test_the_position_is_checked_too_and_carries_a_prep_tuple_exactly(app, tmp_p
 
     with pytest.raises(NotJSONError, match=r"cannot checkpoint position\['frames'\]\[1\]"):
         list(runs_of(Odd).start({}))
+
+
+def test_every_checkpoint_text_is_what_its_record_encodes_to(app, tmp_path):
+    """The run makes each checkpoint's text itself (one fast encoding per node): it must be
+    exactly the text `Record.body()` makes from the record's fields, pauses and ends too."""
+    import dataclasses
+
+    checked = []
+
+    class Checking(SQLiteStore):
+        def save(self, lease, seq_expected, record):
+            checked.append(record.status)
+            assert record.body() == dataclasses.replace(record).body()
+            return super().save(lease, seq_expected, record)
+
+    def runs():
+        return DurableRuns(app.build("nested"), Checking(tmp_path / "runs.db"))
+
+    run = runs().start(app.initial())
+    list(run)
+    assert run.status == "paused" and run.interrupts
+    resumed = runs().resume(run.run_id, {ask["id"]: "yes" for ask in run.interrupts})
+    list(resumed)
+    assert {"running", "paused"} <= set(checked) and len(checked) > 3

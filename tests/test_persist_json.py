@@ -22,7 +22,7 @@ from pocketflow_stream.persist import (
     decode,
     encode,
 )
-from pocketflow_stream.persist.strict_json import check_size, dumps, loads
+from pocketflow_stream.persist.strict_json import check_size, dumps, dumps_checked, loads
 
 
 class Color(str, enum.Enum):
@@ -241,3 +241,9 @@ def test_a_value_nested_too_deep_is_refused_not_a_recursion_error():
         inner = inner[0]
     with pytest.raises(NotJSONError, match=r"it is nested more than 400 levels deep"):
         encode({"deep": deep})
+
+
+@given(json_values)
+def test_the_fast_encoder_of_checked_values_writes_what_dumps_writes(value):
+    encoded = encode(value)
+    assert dumps_checked(encoded) == dumps(encoded)

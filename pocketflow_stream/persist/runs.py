@@ -34,13 +34,16 @@ import anyio.to_thread
 
 from .. import engine
 from ..async_driver import FlowStream
-from .store import Lease, Record, RunInfo, RunNotFound, Store, new_owner
+from .store import FORMAT_VERSION, Lease, Record, RunInfo, RunNotFound, Store, new_owner
 from .strict_json import (
     DEFAULT_MAX_BYTES,
     CheckpointError,
     Codecs,
     check_size,
     decode,
+    dumps,
+    dumps_checked,
+    dumps_str,
     encode,
 )
 
@@ -224,6 +227,8 @@ class _Segment:
         self.stop_signal = engine.StopSignal()
         self._writer: Optional[str] = None  # the node that runs before the next checkpoint
         self._last: Optional[Record] = None
+        # the start of every checkpoint's text (Record.body()), made once
+        self._head = f'{{"version":{FORMAT_VERSION:d},"run_id":{dumps(run_id)},'
 
     # the steps, each blocking (the async run calls them in a worker thread)
 
@@ -287,20 +292,33 @@ class _Segment:
         writer: Optional[str],
         at: Optional[str] = None,
     ) -> Record:
+        """The checkpoint: `shared` and `position` strictly checked (encode), then the record's
+        text made once, here (the same text as `Record.body()` gives), its size checked."""
         shared = encode(self.shared, self.runs.codecs, writer=writer)
+        fingerprint = None
         if position is not None:
             codecs = self.runs.position_codecs
             position = encode(position, codecs, root="position", writer=writer)
+            fingerprint = position.get("fingerprint")
         record = Record(
             self.run_id,
             status,
             position=position,
             shared=shared,
             interrupts=interrupts,
-            fingerprint=None if position is None else position.get("fingerprint"),
+            fingerprint=fingerprint,
             at=at,
         )
-        check_size(record.body(), shared, self.runs.max_bytes, writer)
+        # position and shared passed the walks above (acyclic, exact JSON types): the fast
+        # encoder; the same keys in the same order as Record.body()
+        body = (
+            f'{self._head}"status":{_text(status)},"at":{_text(at)},'
+            f'"fingerprint":{_text(fingerprint)},'
+            f'"interrupts":{dumps(interrupts) if interrupts else "[]"},"error":null,"meta":{{}},'
+            f'"position":{dumps_checked(position)},"shared":{dumps_checked(shared)}}}'
+        )
+        record._body = body
+        check_size(body, shared, self.runs.max_bytes, writer)
         return record
 
     def _save(self, record: Record) -> None:
@@ -437,6 +455,13 @@ def _at(position: Optional[Dict[str, Any]]) -> Optional[str]:
         if node is not None and node != parts[-1]:  # a node frame repeats its flow's node
             parts.append(str(node))
     return " > ".join(parts)
+
+
+def _text(value: Any) -> str:
+    """A str (or None) as JSON text, as `dumps` writes it, without its Python layer."""
+    if type(value) is str:
+        return dumps_str(value)
+    return "null" if value is None else dumps(value)
 
 
 def _not_found(run_id: str) -> RunNotFound:

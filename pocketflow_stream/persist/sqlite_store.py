@@ -134,6 +134,7 @@ class SQLiteStore(Store):
         self._connection = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
+        self._cursor = self._connection.cursor()  # for saves, under the lock
         self._setup()
 
     def _setup(self) -> None:
@@ -194,7 +195,7 @@ class SQLiteStore(Store):
         if self.durability == "pause" and record.status == "running":
             return self._hold(lease, seq_expected, record)
         with self._lock:
-            held = self._buffered.get(lease.run_id)
+            held = self._buffered.get(lease.run_id) if self._buffered else None
             if held is not None:  # durability="pause": this save replaces what was held
                 if held.token != lease.token:
                     self._buffered.pop(lease.run_id)
@@ -206,20 +207,31 @@ class SQLiteStore(Store):
             return self._write_row(lease, seq_expected, seq_expected + 1, record)
 
     def _write_row(self, lease: Lease, db_seq: int, seq: int, record: Record) -> int:
+        """The save itself, the hot path of every checkpoint: one transaction of one
+        compare-and-set UPDATE (which also renews the lease), on the store's one cursor."""
         now = self._clock()
         text = record.to_json(seq, now)
-        with self._write() as db:
-            changed = db.execute(
-                _SAVE,
-                _row_values(record, seq, now, text, now + lease.ttl)
-                + (lease.run_id, db_seq, lease.token),
-            ).rowcount
-            if changed != 1:
-                raise self._why_stale(db, lease, db_seq)
+        cursor = self._cursor
+        self._begin(cursor)
+        try:
+            cursor.execute(_SAVE, (seq, text, now + lease.ttl, lease.run_id, db_seq, lease.token))
+            if cursor.rowcount != 1:
+                raise self._why_stale(self._connection, lease, db_seq)
             if self.history:
-                db.execute(_KEEP, (lease.run_id, seq, text))
-                db.execute(_FORGET, (lease.run_id, seq - self.history))
+                cursor.execute(_KEEP, (lease.run_id, seq, text))
+                cursor.execute(_FORGET, (lease.run_id, seq - self.history))
+        except BaseException:
+            if self._connection.in_transaction:
+                cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
         return seq
+
+    def _begin(self, cursor: sqlite3.Cursor) -> None:
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise _busy(error) from error
 
     def _hold(self, lease: Lease, seq_expected: int, record: Record) -> int:
         with self._lock:
@@ -356,6 +368,14 @@ def _row_values(
     return (seq, text, expires)
 
 
+def _busy(error: sqlite3.OperationalError) -> CheckpointError:
+    return CheckpointError(
+        f"could not start a write on the runs database ({error}): another process held its "
+        f"write lock past the busy timeout. Raise busy_timeout=, or look for a process holding "
+        f"a transaction open on the file."
+    )
+
+
 class _Transaction:
     """`with` block around `BEGIN IMMEDIATE` ... `COMMIT` (ROLLBACK on an exception), holding
     the store's lock."""
@@ -372,11 +392,7 @@ class _Transaction:
             self.connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
             self.lock.release()
-            raise CheckpointError(
-                f"could not start a write on the runs database ({error}): another process "
-                f"held its write lock past the busy timeout. Raise busy_timeout=, or look for "
-                f"a process holding a transaction open on the file."
-            ) from error
+            raise _busy(error) from error
         except BaseException:
             self.lock.release()
             raise

@@ -359,6 +359,43 @@ def dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _checked_encoder() -> Callable[[Any], str]:
+    """`dumps` for a value `encode` returned, which is plain JSON by then: no cycle (the walk
+    is bounded in depth), exact types, str keys, finite floats. So the checks `dumps` would
+    make again (circular references) are skipped, and the C encoder is called directly,
+    without `JSONEncoder`'s Python layer. The text is the same as `dumps` gives."""
+    fallback = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (e.g. PyPy)
+        return fallback.encode
+    try:
+        encoder = make(
+            None, _not_json, json.encoder.encode_basestring_ascii, None, ":", ",",
+            False, False, False,
+        )  # fmt: skip
+        join = "".join
+
+        def dumps_checked(value: Any) -> str:
+            return join(encoder(value, 0))
+
+        sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {}}
+        if dumps_checked(sample) != dumps(sample):
+            return fallback.encode
+        return dumps_checked
+    except Exception:  # a Python whose private C encoder takes other arguments
+        return fallback.encode
+
+
+#: compact JSON text of a value `encode` returned (not for anything else: no cycle check)
+dumps_checked = _checked_encoder()
+#: a str as JSON text (quoted, escaped like `dumps`)
+dumps_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
 def loads(text: str) -> Any:
     return json.loads(text)
 
