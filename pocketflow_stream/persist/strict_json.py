@@ -150,6 +150,8 @@ def encode(
     Raises NotJSONError naming the key path (from `root`), what was wrong, the node that wrote
     it (`writer`) and what to do."""
     try:
+        if type(value) is dict:  # `shared` and positions are: no dispatch
+            return _mapping(value, codecs or _NO_CODECS, 0)
         return _value(value, codecs or _NO_CODECS, 0)
     except _Refused as refused:
         refused.path.reverse()
@@ -212,7 +214,12 @@ def _value(value: Any, codecs: Codecs, depth: int) -> Any:
 def _mapping(value: Dict[Any, Any], codecs: Codecs, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise _TooDeep()
+    if TAG in value:
+        refused = _Refused(f"uses the key {TAG!r}, reserved for codecs")
+        refused.path.append(TAG)
+        raise refused
     out: Optional[Dict[str, Any]] = None
+    depth += 1
     for key, item in value.items():
         if type(key) is not str:
             refused = _Refused(
@@ -221,14 +228,16 @@ def _mapping(value: Dict[Any, Any], codecs: Codecs, depth: int) -> Any:
             )
             refused.path.append(key)
             raise refused
-        if key == TAG:
-            refused = _Refused(f"uses the key {TAG!r}, reserved for codecs")
-            refused.path.append(key)
-            raise refused
-        if type(item) in _SCALARS:
+        kind = type(item)
+        if kind in _SCALARS:
             continue  # the common case, without a call
-        try:
-            encoded = _value(item, codecs, depth + 1)
+        try:  # a container is walked without the dispatch of _value
+            if kind is dict:
+                encoded = _mapping(item, codecs, depth)
+            elif kind is list:
+                encoded = _sequence(item, codecs, depth)
+            else:
+                encoded = _value(item, codecs, depth)
         except _Refused as refused:
             refused.path.append(key)
             raise
@@ -243,11 +252,20 @@ def _sequence(value: List[Any], codecs: Codecs, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise _TooDeep()
     out: Optional[List[Any]] = None
-    for index, item in enumerate(value):
-        if type(item) in _SCALARS:
+    depth += 1
+    index = -1
+    for item in value:
+        index += 1
+        kind = type(item)
+        if kind in _SCALARS:
             continue
         try:
-            encoded = _value(item, codecs, depth + 1)
+            if kind is dict:
+                encoded = _mapping(item, codecs, depth)
+            elif kind is list:
+                encoded = _sequence(item, codecs, depth)
+            else:
+                encoded = _value(item, codecs, depth)
         except _Refused as refused:
             refused.path.append(index)
             raise
