@@ -12,6 +12,12 @@
    step, against ours. Target: ours at least 10x cheaper.
 3. Each durability mode's cost per step ("node", "power", "pause"), and "power" against a
    bare upsert committed with synchronous=FULL.
+   Where a checkpointed step's time goes, from runs of the same loop in the same rounds: the
+   node step itself (an uncheckpointed walk), the engine's checkpointed path with its
+   position (a walk whose checkpoint callable does nothing), the durable run layer (the strict
+   walks, the record's encoding: a durable run on a store that keeps nothing), and the store's
+   save and commit (the rest); with the strict walk and the encoding of one checkpoint timed
+   on their own.
 4. Uncheckpointed runs are unchanged: a plain run with the persist layer imported against one
    in a process that never imported it.
 """
@@ -144,6 +150,110 @@ def durable_record_text(folder: str) -> str:
     return record.to_json(record.seq, record.updated_at)
 
 
+# --- where the time goes -------------------------------------------------------------------
+
+
+def walk_step(turns: int, checkpointed: bool) -> float:
+    """The same loop walked by the engine: without checkpoints, or with a checkpoint callable
+    that does nothing (the engine's checkpointed path and its position, nothing else)."""
+    from pocketflow_stream import engine
+
+    options: Dict[str, Any] = {}
+    if checkpointed:  # as a durable run walks it
+        options = {"checkpoint": lambda position: None, "stop": engine.StopSignal()}
+    shared = {"turn": 0, "messages": MESSAGES, "done": False}
+    flow = make_loop(turns)
+    gc.collect()
+    start = time.perf_counter()
+    for _ in engine.walk(flow, shared, **options):
+        pass
+    elapsed = time.perf_counter() - start
+    assert shared["turn"] == turns
+    return elapsed / (2 * turns)
+
+
+def null_store_step(turns: int) -> float:
+    """A durable run on a store that keeps nothing: the engine, the strict walks of `shared`
+    and the position, the record and its encoding; no save."""
+    from pocketflow_stream.persist import DurableRuns, Store
+    from pocketflow_stream.persist.store import Lease
+
+    class NullStore(Store):
+        blocking = False
+
+        def claim(self, run_id: str, owner: str, ttl: float = 30.0) -> Lease:
+            return Lease(run_id, owner, "token", ttl, time.time() + ttl)
+
+        def renew(self, lease: Lease) -> Lease:
+            return lease
+
+        def release(self, lease: Lease) -> None:
+            pass
+
+        def save(self, lease: Lease, seq_expected: int, record: Any) -> int:
+            return seq_expected + 1
+
+        def load(self, run_id: str, seq: Any = None) -> None:
+            return None
+
+        def list(self, status: Any = None, limit: Any = None) -> list:
+            return []
+
+        def seqs(self, run_id: str) -> list:
+            return []
+
+        def delete(self, run_id: str) -> bool:
+            return False
+
+    runs = DurableRuns(make_loop(turns), NullStore(), ttl=600)
+    shared = {"turn": 0, "messages": MESSAGES, "done": False}
+    gc.collect()
+    start = time.perf_counter()
+    run = runs.start(shared)
+    for _ in run:
+        pass
+    elapsed = time.perf_counter() - start
+    assert run.status == "done" and shared["turn"] == turns
+    return elapsed / (2 * turns)
+
+
+def sample_position() -> Dict[str, Any]:
+    """A position the engine hands to the checkpoint callable between the loop's nodes."""
+    from pocketflow_stream import engine
+
+    positions: list = []
+    for _ in engine.walk(make_loop(3), {"turn": 0}, checkpoint=positions.append):
+        pass
+    return positions[1]  # type: ignore[no-any-return]
+
+
+def strict_walks(steps: int, position: Dict[str, Any]) -> float:
+    """The strict walks of one checkpoint (`shared` and the position) on their own."""
+    from pocketflow_stream.persist.strict_json import Codecs, encode
+
+    codecs = Codecs().with_tuples()
+    shared = {"turn": 0, "messages": MESSAGES, "done": False}
+    gc.collect()
+    start = time.perf_counter()
+    for _ in range(steps):
+        encode(shared, None, writer="Plan")
+        encode(position, codecs, root="position", writer="Plan")
+    return (time.perf_counter() - start) / steps
+
+
+def record_encoding(steps: int, position: Dict[str, Any]) -> float:
+    """The JSON encoding of one checkpoint's values (`shared` and the position) on its own."""
+    from pocketflow_stream.persist.strict_json import dumps_checked
+
+    shared = {"turn": 0, "messages": MESSAGES, "done": False}
+    gc.collect()
+    start = time.perf_counter()
+    for _ in range(steps):
+        dumps_checked(position)
+        dumps_checked(shared)
+    return (time.perf_counter() - start) / steps
+
+
 # --- 2. LangGraph's SQLite checkpointer on the same loop ---------------------------------
 
 
@@ -236,12 +346,18 @@ def main() -> None:
         results["record_bytes"] = len(text)
         steps = 2 * turns
         power_turns = max(turns // 10, 20)
+        position = sample_position()
         measures: Dict[str, Callable[[], float]] = {
             "bare_upsert": lambda: bare_upsert(folder, steps, text),
             "durability_node": lambda: durable_step(folder, turns),
             "durability_pause": lambda: durable_step(folder, turns, "pause"),
             "durability_power": lambda: durable_step(folder, power_turns, "power"),
             "bare_full": lambda: bare_upsert(folder, 2 * power_turns, text, "FULL"),
+            "plain_walk": lambda: walk_step(turns, False),
+            "engine_checkpointed": lambda: walk_step(turns, True),
+            "null_store": lambda: null_store_step(turns),
+            "strict_walks": lambda: strict_walks(steps, position),
+            "record_encoding": lambda: record_encoding(steps, position),
         }
         try:
             import langgraph.checkpoint.sqlite  # noqa: F401
@@ -258,6 +374,14 @@ def main() -> None:
         results["power_vs_bare_full"] = results["durability_power_us"] / results["bare_full_us"]
         if "langgraph_step_us" in results:
             results["langgraph_vs_ours"] = results["langgraph_step_us"] / ours
+        results["breakdown_us"] = {
+            "node step": results["plain_walk_us"],
+            "engine checkpoint path and position": results["engine_checkpointed_us"]
+            - results["plain_walk_us"],
+            "durable run layer (strict walks, record, encoding)": results["null_store_us"]
+            - results["engine_checkpointed_us"],
+            "store save and commit": ours - results["null_store_us"],
+        }
     loop_turns = 20_000 if args.quick else 100_000
     without = plain_step(False, loop_turns)
     with_persist = plain_step(True, loop_turns)
@@ -280,6 +404,17 @@ def main() -> None:
     print(
         f"durability 'power' / a bare upsert commit with synchronous=FULL: "
         f"{results['power_vs_bare_full']:.2f}x ({results['bare_full_us']:.1f} us)"
+    )
+    print(
+        f"where a checkpointed 'node' step's {ours:.1f} us go (differences of runs in the same "
+        f"rounds; the bare commit is {results['bare_upsert_us']:.1f} us):"
+    )
+    for part, us in results["breakdown_us"].items():
+        print(f"  {part}: {us:.1f} us ({us / results['bare_upsert_us']:.2f}x the bare commit)")
+    print(
+        f"  of the durable run layer, on their own: the strict walks of shared and the "
+        f"position {results['strict_walks_us']:.1f} us, their JSON encoding "
+        f"{results['record_encoding_us']:.1f} us"
     )
     print(
         f"uncheckpointed step with persist imported / without: "
