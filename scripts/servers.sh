@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL and Redis servers on 127.0.0.1, for the tests that need real servers.
 #
-#   eval "$(scripts/servers.sh start DIR)"   # DIR: an empty or missing directory
+#   scripts/servers.sh start DIR && . DIR/env   # DIR: e.g. "$(mktemp -d)"; or, interactively,
+#   eval "$(scripts/servers.sh start DIR)"      # (eval ignores a failed start: check its output)
 #   python -m pytest tests/test_postgres_store.py
 #   scripts/servers.sh restart-postgres DIR  # `pg_ctl restart -m immediate` (a server crash)
 #   scripts/servers.sh stop DIR              # stops both by pid, removes DIR
@@ -75,6 +76,11 @@ start() {
         chown postgres: "$dir/pgdata" "$dir/pgsock"
     fi
     chmod 700 "$dir/pgdata"
+    if ! as_postgres test -w "$dir/pgdata"; then
+        echo "servers.sh: the postgres user cannot reach $dir/pgdata: every folder above DIR" \
+            "must be searchable by it (use a fresh \`mktemp -d\` as DIR, not a folder inside one)" >&2
+        exit 1
+    fi
 
     as_postgres "$bin/initdb" -D "$dir/pgdata" -U postgres --auth=trust -E UTF8 --locale=C \
         --no-sync >"$dir/initdb.log" 2>&1 || {
