@@ -22,6 +22,7 @@ Structured concurrency, as trio and anyio teach it:
 from __future__ import annotations
 
 import inspect
+import threading
 from types import TracebackType
 from typing import Any, AsyncGenerator, Callable, Generator, List, Optional, Tuple, Type
 
@@ -492,9 +493,23 @@ async def iterate_in_thread(
     """Yield what a sync generator yields, each step taken in a worker thread, so a blocking
     generator never blocks the event loop. Its return value goes to `ending`; its exception is
     raised. Closing this closes the generator, in a thread as well."""
+    # Held while a thread steps the generator. anyio's wait for a thread holds against
+    # anyio cancellation, but not against a native one (asyncio.run cancels its main task on
+    # Ctrl-C): the close then waits here for the step still running, instead of failing
+    # with "generator already executing" and leaving the generator unclosed.
+    stepping = threading.Lock()
+
+    def step() -> Tuple[bool, Any]:
+        with stepping:
+            return _step(generator)
+
+    def close() -> None:
+        with stepping:
+            generator.close()
+
     try:
         while True:
-            done, value = await anyio.to_thread.run_sync(_step, generator)
+            done, value = await anyio.to_thread.run_sync(step)
             await anyio.lowlevel.checkpoint_if_cancelled()  # a stop during the step: no yield
             if done:
                 if ending is not None:
@@ -503,7 +518,7 @@ async def iterate_in_thread(
             yield value
     finally:
         with anyio.CancelScope(shield=True):  # the thread may be mid-step: wait, then close
-            await anyio.to_thread.run_sync(generator.close)
+            await anyio.to_thread.run_sync(close)
 
 
 def _step(generator: Generator[Any, None, Any], value_in: Any = None) -> Tuple[bool, Any]:
