@@ -26,43 +26,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # measure this checkout
 
-MESSAGES = [
-    {"role": "user", "content": "Find the three largest files under /srv and summarise them."},
-    {"role": "assistant", "content": "I will list the directory first.", "tool_calls": []},
-    {"role": "tool", "name": "list_dir", "content": "a.log 120MB\nb.db 80MB\nc.tar 40MB"},
-    {"role": "assistant", "content": "The largest are a.log (120 MB), b.db and c.tar. " * 10},
-]
-
-
-def interleaved(repeats: int, *measures: Callable[[], float]) -> List[float]:
-    best = [float("inf")] * len(measures)
-    for _ in range(repeats):
-        for index, measure in enumerate(measures):
-            best[index] = min(best[index], measure())
-    return best
-
-
-def make_loop(turns: int) -> Any:
-    """A two-node loop: plan -"act"-> act -> plan ..., `turns` turns."""
-    import pocketflow_stream as pfs
-
-    class Plan(pfs.Node):
-        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
-            shared["turn"] += 1
-            return "act" if shared["turn"] < turns else "done"
-
-    class Act(pfs.Node):
-        pass
-
-    plan, act = Plan(), Act()
-    plan - "act" >> act
-    act >> plan
-    plan - "done" >> pfs.Node(name="End")
-    return pfs.Flow(start=plan, name="Loop")
+# the same loop, `shared` and rounds as bench_checkpoint.py's, so the figures compare
+from bench_checkpoint import MESSAGES, interleaved, make_loop  # noqa: E402
 
 
 def durable_step(store: Any, turns: int) -> float:

@@ -37,6 +37,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..persist.async_store import AsyncStore
+from ..persist.sqlite_store import _info  # the same summary row, read the same way
 from ..persist.store import (
     Lease,
     Record,
@@ -47,7 +48,7 @@ from ..persist.store import (
     _lost,
     _no_seq,
 )
-from ..persist.strict_json import CheckpointError, loads
+from ..persist.strict_json import CheckpointError
 
 try:
     import psycopg
@@ -401,32 +402,6 @@ class PostgresStore(Store):
             )
 
         self._call(drop)
-
-
-def _info(
-    run_id: str,
-    seq: int,
-    status: str,
-    at: Optional[str],
-    updated_at: float,
-    interrupts: Optional[str],
-    fingerprint: Optional[str],
-    error: Optional[str],
-    owner: Optional[str],
-    expires: Optional[float],
-) -> RunInfo:
-    return RunInfo(
-        run_id=run_id,
-        seq=int(seq),
-        status=status,
-        at=at,
-        updated_at=updated_at,
-        interrupts=loads(interrupts) if interrupts else [],
-        fingerprint=fingerprint,
-        error=error,
-        lease_owner=owner,
-        lease_expires=expires,
-    )
 
 
 class AsyncPostgresStore(AsyncStore):
