@@ -100,6 +100,15 @@ def test_a_schema_from_a_newer_version_is_refused(schema):
         PostgresStore(URL, schema=schema)
 
 
+def test_an_error_the_server_answers_is_raised_not_retried(schema):
+    with PostgresStore(URL, schema=schema, retry_for=2) as store:
+        store._connection.execute("SET statement_timeout = 1")
+        pid = store._connection.info.backend_pid
+        with pytest.raises(psycopg.errors.QueryCanceled):  # not retried into CheckpointError
+            store._call(lambda db, retried: db.execute("SELECT pg_sleep(5)"))
+        assert store._connection.info.backend_pid == pid  # the connection was kept
+
+
 def test_a_connection_the_server_dropped_is_opened_again(schema):
     with PostgresStore(URL, schema=schema) as store:
         lease = store.claim("r1", "a")
@@ -127,6 +136,10 @@ class CutOff:
             self.cut += 1
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return cursor
+
+    @property
+    def broken(self):
+        return bool(self.cut) or self.real.broken
 
     def __getattr__(self, name):
         return getattr(self.real, name)

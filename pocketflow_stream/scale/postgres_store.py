@@ -227,6 +227,9 @@ class PostgresStore(Store):
                         self._connection = self._connect()
                     return operation(self._connection, retried)
                 except psycopg.OperationalError as error:
+                    connection = self._connection
+                    if connection is not None and not (connection.broken or connection.closed):
+                        raise  # the server answered (a timeout, a lock): not a lost connection
                     self._drop()
                     if time.monotonic() + delay > deadline:
                         raise CheckpointError(
