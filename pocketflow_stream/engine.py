@@ -53,7 +53,19 @@ from collections.abc import Generator as GeneratorABC
 from contextvars import ContextVar
 from itertools import repeat as _repeat
 from types import GeneratorType
-from typing import Any, Callable, Dict, Generator, Iterator, List, Mapping, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    FrozenSet,
+    Generator,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+)
 
 from .errors import FlowError, MaxStepsExceeded, attach_node_path, describe_path
 from .events import (
@@ -143,7 +155,7 @@ class FlowFrame:
         self.action: Optional[str] = None
         self.steps = 0
         self.max_steps: Optional[int] = None
-        self.recent: Optional[deque] = None
+        self.recent: Optional[Deque[str]] = None
         self.selected = selected
         self.started = 0.0
         self.custom_routing = type(flow).get_next_node is not next_node
@@ -481,7 +493,7 @@ def _known_names(root: Any) -> List[str]:
     return names
 
 
-def _check_names(root: Any, names: frozenset, option: str) -> None:
+def _check_names(root: Any, names: FrozenSet[str], option: str) -> None:
     """`nodes=` or `pause_before=` names no node or flow of the graph: say which names there
     are (checked once per run, before it starts; a flow that routes with its own
     get_next_node is not checked, as its graph is not known in advance)."""
@@ -1247,7 +1259,8 @@ def _return_passes_map() -> bool:
     def delegate() -> Generator[Any, None, Any]:
         return (yield from map(tuple, zip(_repeat(0), node())))
 
-    return drain(delegate()) == "returned"
+    returned: object = drain(delegate())
+    return returned == "returned"
 
 
 def _capture(made: Any, frame: NodeFrame) -> Generator[Any, None, None]:
@@ -1700,7 +1713,7 @@ def push(
         stream.close()
 
 
-def _ask_outside_exec(path: tuple) -> FlowError:
+def _ask_outside_exec(path: Tuple[str, ...]) -> FlowError:
     error = FlowError(
         f"node {describe_path(path)}: ask() was called outside exec (in prep or post). Ask in "
         "exec (or exec_stream with `yield Ask(...)`), or use an AskNode, whose question comes "
@@ -2016,11 +2029,11 @@ def _choose_copier(cls: Any) -> Callable[[Any], Any]:
     return copy_dict
 
 
-def _flow_path(frame: FlowFrame) -> tuple:
+def _flow_path(frame: FlowFrame) -> Tuple[str, ...]:
     return () if frame.origin is None else frame.origin.path
 
 
-def _own_path(frame: FlowFrame) -> tuple:
+def _own_path(frame: FlowFrame) -> Tuple[str, ...]:
     """The flow's path for its own errors: its name alone for the flow being run."""
     return _flow_path(frame) or (node_name(frame.flow),)
 
@@ -2033,31 +2046,31 @@ def _flow_label(frame: FlowFrame) -> str:
     return f"{type(frame.flow).__name__} {describe_path(frame.origin.path)}"
 
 
-def _child_path(frame: FlowFrame, node: Any) -> tuple:
+def _child_path(frame: FlowFrame, node: Any) -> Tuple[str, ...]:
     return _flow_path(frame) + (node_name(node),)
 
 
-def _checked(action: Any, path: tuple) -> Optional[str]:
+def _checked(action: Any, path: Tuple[str, ...]) -> Optional[str]:
     """The action a post returned, once it is known to be one: a str, or None for 'default'."""
     if action is not None and not isinstance(action, str):
         raise _bad_action(action, path)
-    return action  # type: ignore[no-any-return]
+    return action
 
 
-def _bad_action(action: Any, path: tuple) -> FlowError:
+def _bad_action(action: Any, path: Tuple[str, ...]) -> FlowError:
     return FlowError(
         f"node {describe_path(path)}: post returned {action!r} ({type(action).__name__}) as its "
         "action; an action must be a str naming the transition to take (or None for 'default')."
     )
 
 
-def _mark(exc: BaseException, path: tuple) -> None:
+def _mark(exc: BaseException, path: Tuple[str, ...]) -> None:
     """The one place an error gets its node's path, where the walk catches it on its way out
     (the innermost mark counts, so a re-raise from an outer frame changes nothing)."""
     attach_node_path(exc, path)
 
 
-def _not_a_generator(node: Any, made: Any, path: tuple) -> FlowError:
+def _not_a_generator(node: Any, made: Any, path: Tuple[str, ...]) -> FlowError:
     hint = (
         " It is an async generator: run_stream drives sync generators only (async nodes need"
         " the async driver)."
@@ -2073,7 +2086,7 @@ def _not_a_generator(node: Any, made: Any, path: tuple) -> FlowError:
     return error
 
 
-def _not_awaitable(node: Any, hook: str, made: Any, path: tuple) -> FlowError:
+def _not_awaitable(node: Any, hook: str, made: Any, path: Tuple[str, ...]) -> FlowError:
     error = FlowError(
         f"node {describe_path(path)}: {type(node).__name__}.{hook} must be an `async def` "
         f"method (or, for exec_stream_async, an async generator); it returned "
