@@ -336,13 +336,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
         _silence_stdout()
         return 141
-    except Exception as error:
-        # Ctrl-C while the async bridge waits for the event loop's thread: the bridge's
-        # cleanup can fail on the way out, with the KeyboardInterrupt as its context.
-        if not _during(error, KeyboardInterrupt):
-            raise
-        _quietly(lambda: sys.stdout.write("\n"))
-        return 130
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -425,15 +418,6 @@ def _run_ui(args: argparse.Namespace, model: Any, banner: str) -> int:
         quiet=True,
     )
     return 0
-
-
-def _during(error: BaseException, kind: type) -> bool:
-    seen = error.__context__
-    while seen is not None:
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__context__
-    return False
 
 
 def _quietly(action: Callable[[], Any]) -> None:
