@@ -34,6 +34,7 @@ from . import engine
 from .engine import NO_SEND, Await, InThread, Parallel, Paused, Request, Sleep, Stream, walk
 from .errors import FlowError, add_note, attach_node_path, describe_path
 from .events import Ask, Chunk, StreamItem
+from .nodes import BaseNode
 
 __all__ = ["Return", "RunEnd", "Ended", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
 
@@ -338,7 +339,7 @@ async def _drive(
 
 
 async def run(
-    root: Any,
+    root: BaseNode,
     shared: Any,
     *,
     on_chunk: Optional[Callable[[Chunk], Any]] = None,
@@ -416,7 +417,7 @@ class FlowStream(Ended):
 
     def __init__(
         self,
-        root: Any,
+        root: BaseNode,
         shared: Any,
         *,
         events: bool = False,

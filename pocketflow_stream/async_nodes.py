@@ -21,7 +21,7 @@ from .async_driver import DEFAULT_BUFFER, FlowStream, Return, run
 from .engine import StopSignal
 from .errors import FlowError
 from .events import Chunk, Event
-from .nodes import Node
+from .nodes import BaseNode, Node
 
 __all__ = [
     "AsyncNode",
@@ -133,7 +133,7 @@ class AsyncNode(Node):
             stop=stop,
         )
 
-    async def _run_async(self, shared: Any) -> Optional[str]:  # PocketFlow's name
+    async def _run_async(self, shared: Any) -> Any:  # PocketFlow's name
         return await run(self, shared)
 
 
@@ -182,7 +182,7 @@ class AsyncStreamBatchNode(AsyncStreamNode):
     _batch = True
 
 
-def limit_concurrency(node: Any, max_concurrency: Optional[int]) -> None:
+def limit_concurrency(node: BaseNode, max_concurrency: Optional[int]) -> None:
     """Set a parallel batch's `max_concurrency` (None keeps the class's: all at once)."""
     if max_concurrency is None:
         return
