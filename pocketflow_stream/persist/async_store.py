@@ -14,7 +14,7 @@ import functools
 import os
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, TypeVar
 
 import anyio.to_thread
 
@@ -22,6 +22,8 @@ from .sqlite_store import SQLiteStore
 from .store import Lease, MemoryStore, Record, RunInfo, Store
 
 __all__ = ["AsyncStore", "AsyncMemoryStore", "AsyncSQLiteStore"]
+
+T = TypeVar("T")
 
 
 class AsyncStore(ABC):
@@ -72,7 +74,7 @@ class _Twin(AsyncStore):
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, method: Callable[..., T], *args: Any) -> T:
         if not self.store.blocking:
             return method(*args)
         return await anyio.to_thread.run_sync(functools.partial(method, *args))

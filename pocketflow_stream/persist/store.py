@@ -174,7 +174,9 @@ class Record:
             version=version,
         )
 
-    def info(self, lease_owner: Optional[str] = None, lease_expires: Optional[float] = None):
+    def info(
+        self, lease_owner: Optional[str] = None, lease_expires: Optional[float] = None
+    ) -> RunInfo:
         return RunInfo(
             run_id=self.run_id,
             seq=self.seq,

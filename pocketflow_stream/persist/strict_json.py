@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
 from ..errors import FlowError
 
@@ -277,7 +277,7 @@ def _sequence(value: List[Any], codecs: Codecs, depth: int) -> Any:
     return value if out is None else out
 
 
-def _cycle(value: Any, path: List[Any], active: set) -> Optional[List[Any]]:
+def _cycle(value: Any, path: List[Any], active: Set[int]) -> Optional[List[Any]]:
     """The path to a container that contains itself, if any (only looked for when the walk
     went too deep, so the walk itself keeps no set of what it is inside)."""
     if type(value) not in (dict, list) or len(path) > MAX_DEPTH + 1:
