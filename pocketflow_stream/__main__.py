@@ -21,7 +21,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return mermaid.main(args[1:])
     if args[:1] == ["runs"]:
         try:
-            from .persist import cli  # type: ignore[attr-defined]
+            from .persist import cli
         except ImportError:
             print(
                 "error: this version has no saved runs (pocketflow_stream.persist)", file=sys.stderr

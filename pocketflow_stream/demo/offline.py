@@ -115,7 +115,7 @@ def _this_turn(messages: List[Dict[str, Any]]) -> Tuple[str, List[Dict[str, Any]
     return "", messages
 
 
-def scripted_agent(messages: List[Dict[str, Any]], tools: Optional[List[Dict]]) -> Turn:
+def scripted_agent(messages: List[Dict[str, Any]], tools: Optional[List[Dict[str, Any]]]) -> Turn:
     """The offline model: the next step of the plan for the conversation so far."""
     question, this_turn = _this_turn(messages)
     done = _done_steps(this_turn)

@@ -78,7 +78,9 @@ class Turn:
 #: ToolCallSpec or dicts of its fields), or a plain string (a text-only reply).
 TurnLike = Union[Turn, Mapping[str, Any], str]
 
-Script = Union[Sequence[TurnLike], Callable[[List[Dict[str, Any]], Optional[List[Dict]]], TurnLike]]
+Script = Union[
+    Sequence[TurnLike], Callable[[List[Dict[str, Any]], Optional[List[Dict[str, Any]]]], TurnLike]
+]
 
 
 class ScriptExhausted(RuntimeError):

@@ -176,7 +176,7 @@ class PostgresStore(Store):
         self._closed = False
         name = sql.Identifier(schema)
         self._sql: Dict[str, sql.Composed] = {
-            key: sql.SQL(text).format(schema=name)  # type: ignore[arg-type]
+            key: sql.SQL(text).format(schema=name)  # type: ignore[arg-type, unused-ignore]
             for key, text in {
                 "claim": _CLAIM,
                 "save": _SAVE,
@@ -193,7 +193,7 @@ class PostgresStore(Store):
             }.items()
         }
         self._schema_sql = [
-            sql.SQL(text).format(schema=name)  # type: ignore[arg-type]
+            sql.SQL(text).format(schema=name)  # type: ignore[arg-type, unused-ignore]
             for text in _SCHEMA
         ]
         self._call(self._setup)
