@@ -34,6 +34,7 @@ import anyio.to_thread
 
 from .. import engine
 from ..async_driver import FlowStream
+from ..nodes import BaseNode
 from .store import FORMAT_VERSION, Lease, Record, RunInfo, RunNotFound, Store, new_owner
 from .strict_json import (
     DEFAULT_MAX_BYTES,
@@ -110,7 +111,7 @@ class DurableRuns:
 
     def __init__(
         self,
-        flow: Any,
+        flow: BaseNode,
         store: Store,
         *,
         codecs: Optional[Codecs] = None,

@@ -40,7 +40,7 @@ __all__ = ["to_mermaid", "node_kind", "main"]
 DIRECTIONS = ("TD", "TB", "BT", "LR", "RL")
 
 
-def node_kind(node: Any) -> str:
+def node_kind(node: BaseNode) -> str:
     """The words that mark a node's kind, e.g. "" (a plain node), "stream", "stream batch",
     "async", "async parallel batch", "flow", "batch flow", "async parallel batch flow"."""
     words: List[str] = []
