@@ -55,6 +55,7 @@ from typing import (
 from ..async_nodes import AsyncNode
 from ..bridges import run_stream_sync
 from ..engine import Paused, StopSignal
+from ..nodes import BaseNode
 from .transcript import Step, ToolCallView, Transcript
 
 try:
@@ -85,7 +86,7 @@ DEFAULT_INTERVAL = 1 / 30
 #: `flow_factory(message, history) -> (flow, shared)`: called for every user message with the
 #: message's text and the conversation before it as OpenAI-style dicts (`{"role", "content"}`,
 #: user messages and the assistant's plain replies; thoughts and tool steps left out).
-FlowFactory = Callable[[str, List[Dict[str, str]]], Tuple[Any, Any]]
+FlowFactory = Callable[[str, List[Dict[str, str]]], Tuple[BaseNode, Any]]
 
 
 # -- drawing a transcript ------------------------------------------------------------------
