@@ -3,7 +3,8 @@
     from pocketflow_stream import StreamNode, StreamFlow
 
 Layers, each importing only the ones before it:
-    _compat, events, errors -> engine -> nodes -> flows      the core: no LLM, no UI
+    _compat, events, errors -> graph -> frames -> interrupts -> requests -> positions
+        -> engine -> nodes -> flows                          the core: no LLM, no UI
     async_driver -> async_nodes -> async_flows -> bridges    the async drivers, on anyio
     persist                                                   checkpoints, stores, durable runs
                                                               (import pocketflow_stream.persist)

@@ -34,6 +34,7 @@ from . import engine
 from .engine import NO_SEND, Await, InThread, Parallel, Paused, Request, Sleep, Stream, walk
 from .errors import FlowError, add_note, attach_node_path, describe_path
 from .events import Ask, Chunk, StreamItem
+from .interrupts import _GO_ON
 from .nodes import BaseNode
 
 __all__ = ["Return", "RunEnd", "Ended", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
@@ -582,4 +583,4 @@ async def _resume_run(
     )
 
 
-engine._ASYNC_RESUME.update(stream=_resume_stream, run=_resume_run)
+_GO_ON.update(stream=_resume_stream, run=_resume_run)  # how a Paused handle goes on here

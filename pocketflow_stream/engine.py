@@ -5,8 +5,8 @@ Everything that decides what runs next lives in this file. Rules it keeps:
 - No recursion. A sub-flow is a `FlowFrame` pushed on the stack, not a nested call; a loop of
   a million turns reuses one frame; nothing is kept per step. Flows nested ten thousand deep
   use ten thousand small frames and constant Python stack.
-- A frame is plain data: which flow, which node it is at, which params, which batch
-  iteration; which item, which attempt.
+- A frame is plain data (frames.py): which flow, which node it is at, which params, which
+  batch iteration; which item, which attempt.
 - `walk` is a generator and the only engine. `run` drains it, `run_stream` hands it out, the
   push driver calls back from it: they cannot disagree.
 - It knows node classes only by class attributes: `_kind` (NODE, STREAM or FLOW), `_batch`,
@@ -14,72 +14,111 @@ Everything that decides what runs next lives in this file. Rules it keeps:
   It knows nothing of LLMs, UIs, storage or event loops.
 - It does no I/O and never awaits. Where a run needs what only an async driver can do (await
   an async hook, iterate an async generator, sleep, call a blocking node in a worker thread,
-  run batch items concurrently), the walk yields a `Request` (a closed set, at the end of this
-  file) and the driver puts the outcome in it before resuming the walk. Sync drivers never
-  see one: without `driver=True`, an async node raises RuntimeError("Use run_async.").
+  run batch items concurrently), the walk yields a `Request` (a closed set, requests.py) and
+  the driver puts the outcome in it before resuming the walk. Sync drivers never see one:
+  without `driver=True`, an async node raises RuntimeError("Use run_async.").
 
-Frame kinds, both handled in `_walk`'s loop, each kind's step a named function:
+Frame kinds, both handled in `_walk`'s loop, each kind's step a named function here:
 - `FlowFrame`: a Flow (or a BatchFlow with its list of param sets) and the node it is at.
+  Steps: `_enter_child`, `_next_batch`, `_leave_flow`.
 - `NodeFrame`: a node between prep and post — the item and attempt being run, one attempt per
-  pass of the loop, so retries, fallbacks and batch items need no nested calls. A StreamNode's
-  generator is passed straight through, each value tagged in C by `map(Chunk, zip(...))`.
+  pass of the loop, so retries, fallbacks and batch items need no nested calls. Steps:
+  `_start_attempt`, `_settle_attempt`, `_finish_node`. A StreamNode's generator is passed
+  straight through, each value tagged in C by `map(Chunk, zip(...))`.
 The hot path: a plain Node with one attempt and no events to report runs inline
 (`_run_plain`), with no frame and no generator.
 
 A parallel batch is one `Parallel` request whose branches are walks of their own: one
 `NodeFrame` per item, or one `FlowFrame` per param set, each ending where its item ends.
 
-Pausing (README, "Pause and resume"): a node asks (`yield Ask(...)` in exec_stream, `ask()` in
-exec, an AskNode) or the flow reaches a node in `pause_before`; the step raises `_Pause`,
-`_walk` yields an Interrupt per pending question and returns a `Paused` handle holding the
-stack (suspended generators stay in their frames). Resuming is `_walk` on that stack with the
-answers in the frames. A generator that may ask streams on `_stream_checked` (send()-capable);
-every other keeps the C path. For the persistence layer: `walk(checkpoint=...)` hands the
-run's position (`position_of`: the stack as JSON-ready data) to the callable after every node
-run, batch item, pause and at the end, and `walk(resume_from=position, answers=...)` rebuilds
-the stack (`_restore`) to go on from it.
+Pausing (README, "Pause and resume"; interrupts.py): a node asks (`yield Ask(...)` in
+exec_stream, `ask()` in exec, an AskNode) or the flow reaches a node in `pause_before`; the
+step raises `_Pause`, `_walk` yields an Interrupt per pending question and returns a `Paused`
+handle holding the stack (suspended generators stay in their frames). Resuming is `_walk` on
+that stack with the answers in the frames. A generator that may ask streams on
+`_stream_checked` (send()-capable); every other keeps the C path. For the persistence layer
+(positions.py): `walk(checkpoint=...)` hands the run's position (`position_of`: the stack as
+JSON-ready data) to the callable after every node run, batch item, pause and at the end, and
+`walk(resume_from=position, answers=...)` rebuilds the stack (`_restore`) to go on from it.
+
+Layers below this file, each importing only those before it: graph.py (node ids, copies),
+frames.py, interrupts.py, requests.py, positions.py. Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import inspect
-import json
 import time
 import warnings
-from collections import deque
 from collections.abc import Generator as GeneratorABC
-from contextvars import ContextVar
 from itertools import repeat as _repeat
 from types import GeneratorType
-from typing import (
-    Any,
-    Callable,
-    Deque,
-    Dict,
-    FrozenSet,
-    Generator,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Tuple,
-)
+from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Tuple
 
-from .errors import FlowError, MaxStepsExceeded, attach_node_path, describe_path
+from . import graph, interrupts
+from .errors import (
+    FlowError,
+    MaxStepsExceeded,
+    _ask_outside_exec,
+    _bad_action,
+    _describe,
+    _not_a_generator,
+    _not_awaitable,
+    attach_node_path,
+)
 from .events import (
     Ask,
     Chunk,
     FlowFinished,
-    Interrupt,
     NodeFinished,
     NodeStarted,
     Origin,
     Progress,
     Retry,
-    freeze_params,
 )
+from .frames import (
+    FlowFrame,
+    NodeFrame,
+    _batch_params,
+    _child_path,
+    _flow_label,
+    _guard,
+    _is_selected,
+    _Options,
+    _own_path,
+    _start_next_batch,
+    _take,
+)
+from .graph import (
+    FLOW,
+    NODE,
+    STREAM,
+    _assign_ids,
+    _check_names,
+    _choose_copier,
+    _copy,
+    next_node,
+    node_name,
+)
+from .interrupts import (
+    _GO_ON,
+    STOPPED,
+    Paused,
+    StopSignal,
+    _answering,
+    _Answers,
+    _AskSignal,
+    _BranchPaused,
+    _close_suspended,
+    _is_answered,
+    _is_suspended,
+    _may_ask,
+    _Pause,
+    _Stop,
+    ask,
+)
+from .positions import POSITION_VERSION, _restore, fingerprint, position_of
+from .requests import NO_SEND, Await, InThread, Parallel, Request, Sleep, Stream
 
 __all__ = [
     "NODE",
@@ -108,131 +147,14 @@ __all__ = [
     "POSITION_VERSION",
 ]
 
-NODE = "node"  # prep -> exec -> post (Node, BatchNode)
-STREAM = "stream"  # prep -> exec_stream (a generator) -> post (StreamNode, StreamBatchNode)
-FLOW = "flow"  # a graph of nodes (Flow, StreamFlow, BatchFlow)
-
 _tag = map  # map(Chunk, pairs): chunks made in C, with no Python frame per chunk
 _perf_counter = time.perf_counter
 
-
-class FlowFrame:
-    """A flow being walked."""
-
-    __slots__ = (
-        "flow",  # the flow object (a copy, for a sub-flow)
-        "origin",  # the flow's own Origin (None for the flow being run): its nodes' parent
-        "prep_res",  # what the flow's prep returned
-        "batches",  # BatchFlow: the list of param dicts; None for a plain flow
-        "batch_index",  # BatchFlow: which of them is running
-        "batch",  # read-only params of the innermost batch iteration, for chunk tags
-        "params",  # the params dict every node of this run of the graph gets
-        "node",  # the node (a copy) being run or about to run; None when the graph ended
-        "action",  # the last action a node of this flow returned
-        "steps",  # node steps taken, for max_steps
-        "max_steps",
-        "recent",  # the last few node names, kept only when max_steps is set
-        "selected",  # whether chunks from inside this flow are wanted
-        "started",  # perf_counter() at entry, when events are on
-        "custom_routing",  # the flow overrides get_next_node
-        "driven",  # its prep and post are async (prep_async, post_async): the driver awaits them
-        "branch",  # one param set of a parallel batch flow: ends without the flow's post
-        "pending",  # paused before its node (pause_before): the interrupt's payload, else None
-        "answered",  # the pause before its node was answered: the node runs when resumed
-        "branches",  # a parallel batch flow paused: {index: the paused branch's stack}
-        "done",  # ... and the results of its branches that finished
-    )
-
-    def __init__(self, flow: Any, origin: Optional[Origin], batch: Any, selected: bool) -> None:
-        self.flow = flow
-        self.origin = origin
-        self.prep_res: Any = None
-        self.batches: Optional[List[Mapping[str, Any]]] = None
-        self.batch_index = -1
-        self.batch = batch
-        self.params: Dict[str, Any] = {}
-        self.node: Any = None
-        self.action: Optional[str] = None
-        self.steps = 0
-        self.max_steps: Optional[int] = None
-        self.recent: Optional[Deque[str]] = None
-        self.selected = selected
-        self.started = 0.0
-        self.custom_routing = type(flow).get_next_node is not next_node
-        self.driven = flow._async
-        self.branch = False
-        self.pending: Any = None
-        self.answered = False
-        self.branches: Optional[Dict[int, List[Any]]] = None
-        self.done: Optional[Dict[int, Any]] = None
-
-
-class _Options:
-    """How one run goes: what it yields, and the opt-in parts (each costs only when used)."""
-
-    __slots__ = (
-        "chunks",
-        "events",
-        "nodes",
-        "max_steps",
-        "driver",
-        "started",
-        "progress",  # yield Progress after each batch item
-        "pause_before",  # node ids to pause before, or None
-        "stop",  # a StopSignal, or None
-        "checkpoint",  # called with the position after every node run, at pauses and the end
-        "next_id",  # the next item id of a checkpointed run; None when items carry no ids
-        "careful",  # chunks take the checked path (ids, stop): never the map/zip fast path
-        "inline",  # plain nodes may run on the hot path (nothing to report per node run)
-        "fingerprint",  # the graph's fingerprint, once computed
-        "resumed",  # the first node entered after resuming a run that was not paused
-        "root",  # what is being run, and the stack of its walk (for checkpoints)
-        "stack",
-        "sections",  # how many parallel sections are running (their branches never save)
-    )
-
-    def __init__(
-        self,
-        chunks: bool,
-        events: bool,
-        nodes: Any,
-        max_steps: Optional[int],
-        driver: bool,
-        progress: bool = False,
-        pause_before: Optional[Any] = None,
-        stop: Optional[StopSignal] = None,
-        checkpoint: Optional[Callable[[Dict[str, Any]], Any]] = None,
-    ) -> None:
-        self.chunks = chunks
-        self.events = events
-        self.driver = driver
-        if isinstance(nodes, str):  # one name, not a set of characters
-            nodes = (nodes,)
-        self.nodes = None if nodes is None else frozenset(nodes)
-        self.max_steps = max_steps
-        self.started: Optional[float] = None  # a node run on its own: when it started
-        self.progress = progress or events
-        if isinstance(pause_before, str):
-            pause_before = (pause_before,)
-        self.pause_before = None if not pause_before else frozenset(pause_before)
-        self.stop = stop
-        self.checkpoint = checkpoint
-        self.next_id: Optional[int] = None if checkpoint is None else 0
-        self.careful = checkpoint is not None or stop is not None
-        self.inline = (
-            not self.progress and checkpoint is None and self.pause_before is None
-        )  # (progress is on with events)
-        self.fingerprint: Optional[str] = None
-        self.resumed = False
-        self.root: Any = None
-        self.stack: List[Any] = []
-        self.sections = 0
-
-    def take(self) -> int:
-        """The next item id of a checkpointed run (the async driver numbers chunks so)."""
-        number: int = self.next_id  # type: ignore[assignment]
-        self.next_id = number + 1
-        return number
+# Shared with graph.py and interrupts.py, bound here by assignment, not by import: CPython
+# 3.11+ compiles a method call on a name bound by `from ... import` as an attribute load (it
+# expects a module), which would add a bound-method allocation to the per-step `.get`.
+_copiers = graph._copiers  # node class -> how to copy it
+_answers = interrupts._answers  # the answers ask() hands out, set while an exec runs
 
 
 def walk(
@@ -404,116 +326,6 @@ def drain(stream: Generator[Any, None, Any]) -> Any:
         return stop.value
 
 
-def next_node(flow: Any, node: Any, action: Optional[str]) -> Any:
-    """The node that follows `node` after `action` (not yet copied), or None if the flow ends.
-
-    Warns, as PocketFlow does, when the node has successors but none for this action.
-    """
-    successors = node.successors
-    following = successors.get(action or "default")
-    if following is None and successors:
-        warnings.warn(f"Flow ends: '{action}' not found in {list(successors)}", stacklevel=2)
-    return following
-
-
-def node_name(node: Any) -> str:
-    """The node's id in its flow, what chunks, paths, events and `nodes=` use: its given name,
-    else its class name, or for a second unnamed node of one class in one flow a distinct id
-    (`Talk#2`) given by `_assign_ids` when the flow first runs."""
-    return node._node_id or node.name  # type: ignore[no-any-return]
-
-
-def given_name(node: Any) -> Optional[str]:
-    """The name the app gave a node (`name=` or a class attribute `name`), or None."""
-    if type(node).name is _NAME_PROPERTY:
-        return node._name  # type: ignore[no-any-return]
-    return node.name  # type: ignore[no-any-return]
-
-
-_NAME_PROPERTY: Any = None  # nodes.py's BaseNode.name, set when nodes.py is imported
-
-
-def _assign_ids(flow: Any) -> None:
-    """Give every node of `flow`'s graph its id, once per graph (the start node keeps the mark;
-    copies share it): the given name, else the class name, else `<class>#<n>` for the n-th
-    unnamed node of one class met walking the graph breadth-first from the start in wiring
-    order, so the same graph built twice gets the same ids. Two nodes given one name raise
-    FlowError."""
-    start = flow.start_node
-    if start is None or getattr(start, "__dict__", {}).get("_ids_assigned"):
-        return
-    order = _graph(flow)
-    named: Dict[str, Any] = {}
-    for node in order:
-        name = given_name(node)
-        if name is None:
-            continue
-        other = named.setdefault(name, node)
-        if other is not node:
-            flow_name = given_name(flow) or type(flow).__name__
-            raise FlowError(
-                f"flow {flow_name!r} has two nodes named {name!r} (a {type(other).__name__} "
-                f"and a {type(node).__name__}): a node's name is its id in its flow (in chunk "
-                "paths, events and checkpoints), so it must be unique there. Rename one."
-            )
-    taken = set(named)
-    counts: Dict[str, int] = {}
-    for node in order:
-        name = given_name(node)
-        if name is None:
-            base = type(node).__name__
-            count = counts.get(base, 0) + 1
-            name = base if count == 1 else f"{base}#{count}"
-            while name in taken:  # a given name took it
-                count += 1
-                name = f"{base}#{count}"
-            counts[base] = count
-            taken.add(name)
-        try:
-            node._node_id = name
-        except AttributeError:  # a node class with __slots__ keeps its visible name
-            pass
-    try:
-        start._ids_assigned = True
-    except AttributeError:
-        pass
-
-
-def _known_names(root: Any) -> List[str]:
-    """Every id in `root`'s graph and the graphs of its sub-flows (for `nodes=`)."""
-    names = [node_name(root)]
-    flows = [root] if root._kind is FLOW else []
-    while flows:
-        flow = flows.pop()
-        _assign_ids(flow)
-        for node in _graph(flow):
-            names.append(node_name(node))
-            if node._kind is FLOW:
-                flows.append(node)
-    return names
-
-
-def _check_names(root: Any, names: FrozenSet[str], option: str) -> None:
-    """`nodes=` or `pause_before=` names no node or flow of the graph: say which names there
-    are (checked once per run, before it starts; a flow that routes with its own
-    get_next_node is not checked, as its graph is not known in advance)."""
-    known = _known_names(root)
-    missing = sorted(names.difference(known))
-    if missing and not _routes_itself(root):
-        there = ", ".join(map(repr, dict.fromkeys(known)))
-        raise FlowError(
-            f"{option}={sorted(names)!r}: no node or flow is named "
-            f"{', '.join(map(repr, missing))} in {node_name(root)}; the names there are "
-            f"{there}. Pass the names (ids) chunks carry in chunk.node."
-        )
-
-
-def _routes_itself(root: Any) -> bool:
-    if root._kind is not FLOW:
-        return False
-    return type(root).get_next_node is not next_node
-
-
 # --- entering: the root, a flow's next node ----------------------------------------------
 
 
@@ -600,17 +412,6 @@ def _enter_flow(
     return frame
 
 
-def _batch_params(prep_res: Any) -> List[Mapping[str, Any]]:
-    batches = list(prep_res or ())
-    for index, params in enumerate(batches):
-        if not isinstance(params, Mapping):
-            raise FlowError(
-                f"BatchFlow prep must return a list of param dicts; item {index} is "
-                f"{params!r} ({type(params).__name__}). Return e.g. [{{'file': 'a.txt'}}, ...]."
-            )
-    return batches
-
-
 def _next_batch(frame: FlowFrame, shared: Any, options: _Options) -> Generator[Any, None, None]:
     """A batch flow's graph has ended: start its next param set, or (parallel) all the rest at
     once, each a branch of its own: a FlowFrame that runs its graph for that one param set."""
@@ -636,22 +437,6 @@ def _next_batch(frame: FlowFrame, shared: Any, options: _Options) -> Generator[A
     yield from _run_branches(frame, shared, options, len(batches), start, label, None, first)
     frame.done = None
     frame.batch_index = len(batches) - 1
-
-
-def _guard(frame: FlowFrame, max_steps: Optional[int]) -> None:
-    frame.max_steps = max_steps
-    if max_steps is not None:  # only a guarded flow pays for remembering its steps
-        frame.recent = deque(maxlen=6)
-
-
-def _start_next_batch(frame: FlowFrame) -> None:
-    flow = frame.flow
-    frame.batch_index += 1
-    params = frame.batches[frame.batch_index]  # type: ignore[index]
-    frame.params = {**flow.params, **params}
-    frame.batch = freeze_params(params)
-    frame.node = _copy(flow.start_node)
-    frame.steps = 0  # max_steps guards one run of the graph, not the whole batch
 
 
 def _leave_flow(frame: FlowFrame, shared: Any, options: _Options) -> Generator[Any, None, Any]:
@@ -712,98 +497,6 @@ def _count_step(frame: FlowFrame, node: Any) -> None:
 
 
 # --- node steps --------------------------------------------------------------------------
-
-
-class NodeFrame:
-    """A node between its prep and its post: which item, which attempt, what results so far.
-
-    An attempt's outcome, however it was made (a call, a stream, the async driver), is always
-    left in the frame: `result` when it gave one, or `error` when it raised.
-    """
-
-    __slots__ = (
-        "node",  # the node (a copy) being run
-        "origin",  # where its chunks come from
-        "prep_res",
-        "items",  # what exec runs on: [prep_res] for a plain node, prep's list for a batch
-        "count",  # len(items)
-        "index",  # the item being run
-        "attempt",  # its attempt (0-based)
-        "failed",  # the last attempt's exception once exec_fallback is due, else None
-        "error",  # the exception of the attempt just made, else None
-        "result",  # the attempt's exec_res, once made
-        "results",  # BatchNode: the exec_res list so far
-        "stream",  # whether exec is exec_stream
-        "emit",  # whether chunks are wanted
-        "started",
-        "driven",  # its hooks go through the async driver (an async node, or one in_thread)
-        "parallel",  # its items run concurrently, one branch each
-        "branch",  # one item of a parallel batch: ends with the item's result, without post
-        "asking",  # its generator may yield Ask: it streams on the send()-capable path
-        "gen",  # a generator suspended at `yield Ask(...)`, kept for an in-process resume
-        "pending",  # the payload of the question it waits on, else None
-        "answer",  # the answer, once given
-        "answered",
-        "asks",  # the answers this attempt got so far, in order (replayed to a re-run exec)
-        "ask_index",  # how many asks this attempt made so far
-        "replay_until",  # resumed from a checkpoint: chunks before this many asks are replays
-        "first_id",  # a checkpointed run: the id of this attempt's first item
-        "replay_id",  # ... and of the next re-made chunk
-        "shift",  # resumed after a crash: attempts are numbered from 1 (a new attempt)
-        "hush",  # re-run in-process after its generator was lost: replays are not shown
-        "branches",  # a parallel batch paused: {index: the paused branch's stack}
-        "done",  # ... and the results of its items that finished
-    )
-
-    def __init__(
-        self,
-        node: Any,
-        origin: Origin,
-        prep_res: Any,
-        emit: bool,
-        items: Optional[List[Any]] = None,
-    ) -> None:
-        self.node = node
-        self.origin = origin
-        self.prep_res = prep_res
-        if items is None:
-            items = list(prep_res or ()) if node._batch else [prep_res]
-        self.items = items
-        self.count = len(self.items)
-        self.index = 0
-        self.attempt = 0
-        self.failed: Optional[BaseException] = None
-        self.error: Optional[BaseException] = None
-        self.result: Any = None
-        self.results: List[Any] = []
-        self.stream = node._kind is STREAM
-        self.emit = emit
-        self.started = 0.0
-        self.driven = False
-        self.parallel = False
-        self.branch = False
-        self.asking = False
-        self.gen: Any = None
-        self.pending: Any = None
-        self.answer: Any = None
-        self.answered = False
-        self.asks: List[Any] = []
-        self.ask_index = 0
-        self.replay_until = 0
-        self.first_id: Optional[int] = None
-        self.replay_id = 0
-        self.shift = 0
-        self.hush = False
-        self.branches: Optional[Dict[int, List[Any]]] = None
-        self.done: Optional[Dict[int, Any]] = None
-
-    def attempt_origin(self, replay: bool = False) -> Origin:
-        origin = self.origin
-        attempt = self.attempt + self.shift
-        if not self.node._batch and attempt == 0 and not replay:
-            return origin
-        item = self.index if self.node._batch else None
-        return Origin(origin.name, origin.parent, origin.batch, item, attempt, replay)
 
 
 def _enter_node(
@@ -1142,6 +835,19 @@ def _stream_request(frame: NodeFrame, options: _Options, source: Any, send: Any)
     return request
 
 
+class _ReplayIds:
+    """Ids for chunks re-made on the way back to a pause: their original ones."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: NodeFrame) -> None:
+        self.frame = frame
+
+    def take(self) -> int:
+        self.frame.replay_id += 1
+        return self.frame.replay_id - 1
+
+
 def _settle_attempt(frame: NodeFrame, options: _Options) -> Generator[Any, None, None]:
     """Act on the attempt just made: keep its result and go to the next item, or (it failed)
     tell the consumer with Retry, wait, and set up the next attempt or the fallback; raise when
@@ -1259,8 +965,7 @@ def _return_passes_map() -> bool:
     def delegate() -> Generator[Any, None, Any]:
         return (yield from map(tuple, zip(_repeat(0), node())))
 
-    returned: object = drain(delegate())
-    return returned == "returned"
+    return drain(delegate()) == "returned"
 
 
 def _capture(made: Any, frame: NodeFrame) -> Generator[Any, None, None]:
@@ -1328,170 +1033,7 @@ def _exec_plain(node: Any, item: Any) -> Any:
         return fallback(item, exc)
 
 
-def _is_selected(origin: Origin, options: _Options) -> bool:
-    return options.nodes is None or origin.name in options.nodes
-
-
-# --- asking, pausing, stopping --------------------------------------------------------------
-
-
-class StopSignal:
-    """A stop request another thread or task can make (a UI's Stop button)::
-
-        stop = StopSignal()
-        for chunk in flow.run_stream(shared, stop=stop):   # stop.set() from elsewhere
-            ...
-
-    The run checks it between nodes and before each chunk: the running node's generator is
-    closed there (its `finally` runs) and the walk ends, returning `STOPPED`. A checkpointed
-    run stays resumable from its last checkpoint. A node blocked inside a call is not
-    interrupted: the stop takes effect when it yields or returns.
-    """
-
-    __slots__ = ("_set",)
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-
-class _Stopped:
-    """What a stopped walk returns (`STOPPED`): not an action, and never equal to one."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "STOPPED"
-
-
-STOPPED = _Stopped()
-
-
-class _Pause(BaseException):
-    """Raised inside a step when the run must pause; caught once, in `_walk`. `frame`: a
-    frame to push first (a plain node that asked on the hot path has none yet)."""
-
-    def __init__(self, frame: Optional[NodeFrame] = None) -> None:
-        super().__init__()
-        self.frame = frame
-
-
-class _Stop(BaseException):
-    """Raised inside a step when the run's StopSignal is set; caught once, in `_walk`."""
-
-
-class _AskSignal(BaseException):
-    """`ask()` in an exec with no recorded answer: the exec stops here, the run pauses. A
-    BaseException, so an app's `except Exception` around its own code does not swallow it."""
-
-    def __init__(self, payload: Any, index: int) -> None:
-        super().__init__(payload)
-        self.payload = payload
-        self.index = index
-
-
-class _Answers:
-    """The answers an exec's earlier asks got, handed out in order by `ask()`."""
-
-    __slots__ = ("answers", "index")
-
-    def __init__(self, answers: List[Any]) -> None:
-        self.answers = answers
-        self.index = 0
-
-    def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """`function(*args)` with these answers for its asks (an in-thread exec)."""
-        token = _answers.set(self)
-        try:
-            return function(*args)
-        finally:
-            _answers.reset(token)
-
-
-_answers: ContextVar[Optional[_Answers]] = ContextVar("pocketflow_stream_answers", default=None)
-
-
-def ask(payload: Any = None) -> Any:
-    """Pause the run to ask for input, from a node's plain `exec` (or `exec_async`)::
-
-        def exec(self, draft):
-            verdict = ask({"approve": draft})    # pauses the run the first time
-            return verdict
-
-    The first time, the run pauses with an Interrupt carrying `payload`; when it is resumed
-    with an answer, `exec` runs again from its start and this call returns the answer (each
-    ask of that exec, in order, returns its own). Code before the ask therefore runs again:
-    keep side effects after it. In `exec_stream`, `answer = yield Ask(payload)` asks without
-    running anything again.
-    """
-    answers = _answers.get()
-    if answers is not None and answers.index < len(answers.answers):
-        answer = answers.answers[answers.index]
-        answers.index += 1
-        return answer
-    raise _AskSignal(payload, 0 if answers is None else answers.index)
-
-
-async def _answering(awaitable: Any, asks: List[Any]) -> Any:
-    """Await an exec_async with its recorded answers for `ask()` (set in the awaiting task)."""
-    token = _answers.set(_Answers(asks))
-    try:
-        return await awaitable
-    finally:
-        _answers.reset(token)
-
-
-_may_ask_by_code: Dict[Any, bool] = {}
-
-
-def _may_ask(node: Any, made: Any) -> bool:
-    """Whether a node's generator may yield `Ask`, so it must stream on the send()-capable
-    path: its code names `Ask` (looked at once per code object), or its class says `asks =
-    True` (for an Ask yielded from a helper generator)."""
-    if getattr(node, "asks", False):
-        return True
-    code = getattr(made, "gi_code", None) or getattr(made, "ag_code", None)
-    if code is None:
-        return True  # not a plain generator: take the careful path
-    known = _may_ask_by_code.get(code)
-    if known is None:
-        known = _may_ask_by_code[code] = "Ask" in code.co_names
-    return known
-
-
-class _BranchPaused:
-    """What a parallel branch's walk returns when it paused: its stack, to go on with."""
-
-    __slots__ = ("stack",)
-
-    def __init__(self, stack: List[Any]) -> None:
-        self.stack = stack
-
-
-class _ReplayIds:
-    """Ids for chunks re-made on the way back to a pause: their original ones."""
-
-    __slots__ = ("frame",)
-
-    def __init__(self, frame: NodeFrame) -> None:
-        self.frame = frame
-
-    def take(self) -> int:
-        self.frame.replay_id += 1
-        return self.frame.replay_id - 1
-
-
-def _take(options: _Options) -> Optional[int]:
-    """The next item id of a checkpointed run (None when items carry no ids)."""
-    number = options.next_id
-    if number is not None:
-        options.next_id = number + 1
-    return number
+# --- pausing, checkpoints, the push driver; the one action check and error mark ---------
 
 
 def _pause(
@@ -1506,189 +1048,6 @@ def _pause(
     if options.checkpoint is not None:
         yield from _save(options, "paused", interrupts=handle.interrupts)
     return handle
-
-
-def _spots(stack: List[Any], parts: List[str]) -> Iterator[Tuple[str, Any, Any]]:
-    """(interrupt id, frame, parent flow frame) for each pending question in `stack`, in
-    order. An id is deterministic: each flow level's node and step (and batch iteration),
-    the batch item, the ask's number in the attempt ("#before" for pause_before)."""
-    parts = list(parts)
-    parent = None
-    for depth, frame in enumerate(stack):
-        if type(frame) is FlowFrame:
-            if frame.batches is not None and frame.branches is None:
-                parts.append(str(frame.batch_index))
-            if frame.branches is not None:
-                for branch in frame.branches.values():
-                    yield from _spots(branch, parts)
-                return
-            if frame.node is not None:
-                parts.append(f"{node_name(frame.node)}@{frame.steps + (frame.pending is not None)}")
-            if frame.pending is not None and depth == len(stack) - 1:
-                yield "/".join(parts) + "#before", frame, frame
-            parent = frame
-        else:
-            if depth == 0 and not parts:  # a node run on its own
-                parts.append(frame.origin.name)
-            if frame.node._batch:
-                parts.append(f"[{frame.index}]")
-            if frame.branches is not None:
-                for branch in frame.branches.values():
-                    yield from _spots(branch, parts[:-1] if frame.node._batch else parts)
-                return
-            if frame.pending is not None:
-                yield f"{'/'.join(parts)}#{frame.ask_index - 1}", frame, parent
-
-
-def _interrupt(key: str, frame: Any, options: _Options, handle: Any) -> Interrupt:
-    if type(frame) is FlowFrame:  # paused before its node
-        path = _child_path(frame, frame.node)
-        return Interrupt(
-            key, frame.pending, path[-1], path, None, frame.batch, _take(options), handle
-        )
-    origin = frame.origin
-    item = frame.index if frame.node._batch else None
-    return Interrupt(
-        key, frame.pending, origin.name, origin.path, item, origin.batch, _take(options), handle
-    )
-
-
-def _is_suspended(generator: Any) -> bool:
-    """Whether a generator (sync or async) still waits at a yield, able to go on."""
-    if hasattr(generator, "ag_frame"):
-        return generator.ag_frame is not None
-    return getattr(generator, "gi_frame", True) is not None
-
-
-def _is_answered(stack: List[Any]) -> bool:
-    return any(frame.answered for _, frame, _ in _spots(stack, []))
-
-
-class Paused:
-    """A paused run: what the walk returns (and `Interrupt.handle`) when the run waits for
-    input. `interrupts` lists the pending questions; answer them by id and the run goes on
-    from where it stopped, in this process — nothing runs again, no chunk comes twice::
-
-        paused = interrupt.handle                    # or the stream's return value
-        for item in paused.resume({interrupt.id: "yes"}):
-            ...
-
-    `resume` (pull), `run` (push), `resume_async` / `run_async` (async; a run started by the
-    async driver resumes only there). A handle resumes once; a run that pauses again returns
-    a new one. Answers name pending ids; any other id is refused with FlowError before
-    anything changes. With several pending (parallel items), answer any of them: those go
-    on, the others stay pending. `position()` is the run's JSON-ready position (for PERSIST).
-    """
-
-    def __init__(self, root: Any, shared: Any, options: _Options, stack: List[Any]) -> None:
-        self._root = root
-        self._shared = shared
-        self._options = options
-        self._stack = stack
-        self._spent = False
-        spots = list(_spots(stack, []))
-        self._frames = {key: frame for key, frame, _ in spots}
-        self.interrupts: Tuple[Interrupt, ...] = tuple(
-            _interrupt(key, frame, options, self) for key, frame, _ in spots
-        )
-
-    def __repr__(self) -> str:
-        return f"<Paused {[interrupt.id for interrupt in self.interrupts]!r}>"
-
-    def answer(self, interrupt_id: str, value: Any) -> Paused:
-        """Give the answer for one pending interrupt (before resuming); returns self."""
-        self._check({interrupt_id: value})
-        frame = self._frames[interrupt_id]
-        frame.answer, frame.answered = value, True
-        return self
-
-    def resume(self, answers: Optional[Mapping[str, Any]] = None) -> Generator[Any, None, Any]:
-        """Go on (sync pull): a generator of the run's next items, returning as `walk` does."""
-        self._go_on(answers, driver=False)
-        return _walk(self._root, self._shared, self._options, self._stack)
-
-    def run(
-        self,
-        answers: Optional[Mapping[str, Any]] = None,
-        *,
-        on_chunk: Optional[Callable[[Any], Any]] = None,
-        on_event: Optional[Callable[[Any], Any]] = None,
-    ) -> Any:
-        """Go on (sync push): call back with each item; return as `node.run` does."""
-        return push(self.resume(answers), on_chunk, on_event)
-
-    def resume_async(self, answers: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
-        """Go on under the async driver: a FlowStream, used like `run_stream_async`'s."""
-        return _ASYNC_RESUME["stream"](self, answers, **options)
-
-    async def run_async(self, answers: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
-        """Go on under the async driver, to the end (or the next pause); as `run_async`."""
-        return await _ASYNC_RESUME["run"](self, answers, **options)
-
-    def position(self) -> Dict[str, Any]:
-        """The paused run's JSON-ready position (see `position_of`)."""
-        return position_of(self._options, "paused", interrupts=self.interrupts)
-
-    def close(self) -> None:
-        """Give up the run: close the sync generators that wait for an answer (async ones
-        are closed by `aclose()`)."""
-        self._spent = True
-        _close_suspended(self._stack)
-
-    async def aclose(self) -> None:
-        """Give up the run: close every generator that waits for an answer."""
-        self._spent = True
-        for _, frame, _ in _spots(self._stack, []):
-            gen = getattr(frame, "gen", None)
-            if gen is not None and hasattr(gen, "aclose"):
-                await gen.aclose()
-        _close_suspended(self._stack)
-
-    def _check(self, answers: Mapping[str, Any]) -> None:
-        if self._spent:
-            raise FlowError(
-                "this paused run was resumed already (or closed); a run that pauses again "
-                "returns a new Paused handle: answer that one."
-            )
-        unknown = [key for key in answers if key not in self._frames]
-        if unknown:
-            pending = ", ".join(map(repr, self._frames)) or "none"
-            raise FlowError(
-                f"no pending interrupt has the id {', '.join(map(repr, unknown))}; the pending "
-                f"ones are {pending}. Answer by the id an Interrupt carries (interrupt.id)."
-            )
-
-    def _go_on(self, answers: Optional[Mapping[str, Any]], driver: bool) -> None:
-        answers = dict(answers or {})
-        self._check(answers)
-        if driver != self._options.driver:
-            driven = self._options.driver
-            way = "resume_async() or run_async()" if driven else "resume() or run()"
-            kind = "async" if driven else "sync"
-            raise FlowError(f"this run was paused under the {kind} driver: go on with {way}.")
-        for key, value in answers.items():
-            frame = self._frames[key]
-            frame.answer, frame.answered = value, True
-        for frame in self._frames.values():
-            if type(frame) is FlowFrame:  # a pause before a node needs no answer
-                frame.answered = True
-        if not any(frame.answered for frame in self._frames.values()):
-            raise FlowError(
-                f"resume needs an answer: give one for {', '.join(map(repr, self._frames))} "
-                "as paused.resume({interrupt_id: answer})."
-            )
-        self._spent = True
-
-
-_ASYNC_RESUME: Dict[str, Callable[..., Any]] = {}  # set by async_driver (a layer above)
-
-
-def _close_suspended(stack: List[Any]) -> None:
-    for _, frame, _ in _spots(stack, []):
-        gen = getattr(frame, "gen", None)
-        if gen is not None and hasattr(gen, "close"):
-            gen.close()
-            frame.gen = None
 
 
 def push(
@@ -1713,23 +1072,8 @@ def push(
         stream.close()
 
 
-def _ask_outside_exec(path: Tuple[str, ...]) -> FlowError:
-    error = FlowError(
-        f"node {describe_path(path)}: ask() was called outside exec (in prep or post). Ask in "
-        "exec (or exec_stream with `yield Ask(...)`), or use an AskNode, whose question comes "
-        "from its prep."
-    )
-    _mark(error, path)
-    return error
-
-
 _UNSET = object()
 _INTERRUPTED = "the run ended before this node finished; it runs again as a new attempt"
-
-
-# --- checkpoints: a run's position as JSON-ready data ---------------------------------------
-
-POSITION_VERSION = 1
 
 
 def _save(
@@ -1748,478 +1092,18 @@ def _save(
     request.outcome()
 
 
-def position_of(
-    options: _Options, status: str, action: Any = None, interrupts: Tuple[Any, ...] = ()
-) -> Dict[str, Any]:
-    """A run's position: plain data (JSON-ready when the app's values are), never `shared`.
-
-    Keys: `version` (POSITION_VERSION), `fingerprint` (see `fingerprint`), `status`
-    ("running" | "paused" | "done"), `root` (the id of what is run), `next_id` (the next item
-    id), `frames` (the stack, outermost first: a flow frame holds its current node's id,
-    params, prep_res, batch_index, steps, last action, and a pause before its node; a node
-    frame its id, prep_res, item index, finished results, attempt, the asks answered so far
-    and the pending question; a paused parallel section, the stacks of its paused branches
-    and its finished results), `interrupts` (the pending ones, as `to_dict()`), `action`
-    (when done). Store it with `shared`; go on from it with `walk(..., resume_from=...)`.
-    """
-    if options.fingerprint is None:
-        options.fingerprint = fingerprint(options.root)
-    return {
-        "version": POSITION_VERSION,
-        "fingerprint": options.fingerprint,
-        "status": status,
-        "root": node_name(options.root),
-        "next_id": options.next_id,
-        "frames": [_frame_state(frame) for frame in options.stack],
-        "interrupts": [interrupt.to_dict() for interrupt in interrupts],
-        "action": action,
-    }
-
-
-def _frame_state(frame: Any) -> Dict[str, Any]:
-    state: Dict[str, Any]
-    if type(frame) is FlowFrame:
-        state = {
-            "kind": "flow",
-            "node": None if frame.node is None else node_name(frame.node),
-            "params": frame.params,
-            "prep_res": frame.prep_res,
-            "batch_index": frame.batch_index,
-            "steps": frame.steps,
-            "action": frame.action,
-            "before": frame.pending is not None,
-        }
-    else:
-        state = {
-            "kind": "node",
-            "node": frame.origin.name,
-            "prep_res": frame.prep_res,
-            "index": frame.index,
-            "results": frame.results,
-            "attempt": frame.attempt,
-            "asks": frame.asks,
-            "pending": frame.pending,
-            "ask_index": frame.ask_index,
-            "first_id": frame.first_id,
-        }
-    if frame.branches is not None:
-        state["branches"] = {
-            str(index): [_frame_state(inner) for inner in stack]
-            for index, stack in frame.branches.items()
-        }
-        state["done"] = {str(index): result for index, result in (frame.done or {}).items()}
-    return state
-
-
-def fingerprint(root: Any) -> str:
-    """A short hash of the graph's shape: every flow's node ids, their classes and their
-    transitions, sub-flows included. The same graph built twice gives the same fingerprint."""
-    shape: List[Any] = []
-    flows = [root] if root._kind is FLOW else []
-    shape.append([node_name(root), type(root).__qualname__])
-    while flows:
-        flow = flows.pop(0)
-        _assign_ids(flow)
-        for node in _graph(flow):
-            successors = {action: node_name(next_) for action, next_ in node.successors.items()}
-            shape.append([node_name(flow), node_name(node), type(node).__qualname__, successors])
-            if node._kind is FLOW:
-                flows.append(node)
-    text = json.dumps(shape, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _graph(flow: Any) -> List[Any]:
-    """The flow's nodes (the originals), breadth-first from its start in wiring order."""
-    order: List[Any] = []
-    seen = set()
-    queue = deque([flow.start_node] if flow.start_node is not None else [])
-    while queue:
-        node = queue.popleft()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        order.append(node)
-        queue.extend(node.successors.values())
-    return order
-
-
-def _restore(
-    root: Any, position: Mapping[str, Any], answers: Mapping[str, Any], options: _Options
-) -> List[Any]:
-    """The stack to go on with from a saved position, with `answers` for its pending
-    questions. Nothing runs here: the walk goes on from this stack."""
-    if position.get("version") != POSITION_VERSION:
-        raise FlowError(
-            f"cannot resume from a position of version {position.get('version')!r}: this "
-            f"version of pocketflow_stream reads version {POSITION_VERSION}."
-        )
-    if position.get("status") == "done":
-        raise FlowError("the run of this position has finished: there is nothing to resume.")
-    options.root = root
-    options.next_id = position.get("next_id")
-    options.fingerprint = fingerprint(root)
-    stack: List[Any] = []
-    for depth, state in enumerate(position["frames"]):
-        stack.append(_restore_frame(root, stack, state, options, depth == 0))
-    pending = {key: frame for key, frame, _ in _spots(stack, [])}
-    unknown = [key for key in answers if key not in pending]
-    if unknown:
-        raise FlowError(
-            f"no pending interrupt of this position has the id {', '.join(map(repr, unknown))};"
-            f" the pending ones are {', '.join(map(repr, pending)) or 'none'}."
-        )
-    for key, frame in pending.items():
-        if type(frame) is FlowFrame:
-            frame.answered = True
-        elif key in answers:  # it runs again from its start (see _start_attempt)
-            frame.answer, frame.answered = answers[key], True
-    if pending and not answers and not all(type(f) is FlowFrame for f in pending.values()):
-        raise FlowError(
-            f"resume needs an answer for {', '.join(map(repr, pending))} (the run waits for "
-            "one): pass answers={interrupt_id: answer}."
-        )
-    if position.get("status") == "running" and stack:
-        top = stack[-1]
-        if type(top) is FlowFrame:
-            options.resumed = True  # the next node may have been in flight: a new attempt
-        else:
-            top.shift = 1
-    return stack
-
-
-def _restore_frame(
-    root: Any, stack: List[Any], state: Mapping[str, Any], options: _Options, outermost: bool
-) -> Any:
-    parent: Optional[FlowFrame] = stack[-1] if stack else None
-    if parent is None:
-        target, origin = root, None
-    else:
-        target = parent.node
-        origin = Origin(node_name(target), parent.origin, parent.batch)
-        target.set_params(parent.params)
-    if state["kind"] == "flow":
-        if parent is None:
-            frame = FlowFrame(
-                target, None, None, options.nodes is not None and node_name(root) in options.nodes
-            )
-        else:
-            selected = parent.selected or _is_selected(origin, options)  # type: ignore[arg-type]
-            frame = FlowFrame(target, origin, parent.batch, selected)
-        _assign_ids(target)
-        _guard(frame, target.max_steps if target.max_steps is not None else options.max_steps)
-        if options.events:
-            frame.started = _perf_counter()
-        frame.prep_res = state["prep_res"]
-        frame.params = dict(state["params"])
-        frame.steps = state["steps"]
-        frame.action = state["action"]
-        if target._batch:
-            frame.batches = _batch_params(frame.prep_res)
-            frame.batch_index = state["batch_index"]
-            if frame.batch_index >= 0:
-                frame.batch = freeze_params(frame.batches[frame.batch_index])
-        if state["node"] is not None:
-            frame.node = _copy(_node_by_id(target, state["node"], frame))
-        if state.get("before"):
-            frame.pending = {"before": state["node"]}
-        if state.get("branches"):
-            _restore_branches(root, frame, state, options)
-        return frame
-    if origin is None:
-        origin = Origin(node_name(target))
-    selected = (parent.selected if parent else False) or _is_selected(origin, options)
-    node_frame = NodeFrame(target, origin, state["prep_res"], options.chunks and selected)
-    _restore_node_frame(node_frame, state, options)
-    return node_frame
-
-
-def _restore_node_frame(frame: NodeFrame, state: Mapping[str, Any], options: _Options) -> None:
-    target = frame.node
-    frame.driven = target._async or (options.driver and target.in_thread)
-    frame.parallel = target._parallel and frame.count > 0 and not frame.branch
-    frame.index = state["index"]
-    frame.results = list(state["results"])
-    frame.attempt = state["attempt"]
-    frame.asks = list(state["asks"])
-    frame.pending = state["pending"]
-    frame.ask_index = state["ask_index"]
-    frame.first_id = state["first_id"]
-    if options.events:
-        frame.started = _perf_counter()
-    if state.get("branches"):
-        _restore_branches(None, frame, state, options)
-
-
-def _restore_branches(root: Any, frame: Any, state: Mapping[str, Any], options: _Options) -> None:
-    """A paused parallel section: the stacks of its paused branches and its finished results.
-    Their chunks up to the pause are not shown again (concurrent branches' ids interleave)."""
-    frame.done = {int(index): result for index, result in state["done"].items()}
-    frame.branches = {}
-    for index, states in state["branches"].items():
-        first, rest = states[0], states[1:]
-        if type(frame) is NodeFrame:
-            twin: Any = NodeFrame(frame.node, frame.origin, frame.prep_res, frame.emit, frame.items)
-            twin.branch = True
-            twin.count = int(index) + 1
-            _restore_node_frame(twin, first, options)
-            twin.hush = True
-        else:
-            twin = FlowFrame(frame.flow, frame.origin, None, frame.selected)
-            twin.branch = True
-            twin.batches = frame.batches
-            twin.batch_index = first["batch_index"] - 1
-            _start_next_batch(twin)
-            _guard(twin, frame.max_steps)
-            twin.params = dict(first["params"])
-            twin.steps = first["steps"]
-            twin.action = first["action"]
-            twin.node = None
-            if first["node"] is not None:
-                twin.node = _copy(_node_by_id(frame.flow, first["node"], twin))
-            if first.get("before"):
-                twin.pending = {"before": first["node"]}
-        stack = [twin]
-        for inner in rest:
-            stack.append(_restore_frame(root, stack, inner, options, False))
-        for spot in _spots(stack, []):
-            if type(spot[1]) is NodeFrame:
-                spot[1].hush = True
-        frame.branches[int(index)] = stack
-
-
-def _node_by_id(flow: Any, node_id: str, frame: FlowFrame) -> Any:
-    for node in _graph(flow):
-        if node_name(node) == node_id:
-            return node
-    known = ", ".join(repr(node_name(node)) for node in _graph(flow))
-    raise FlowError(
-        f"cannot resume: {_flow_label(frame)} has no node {node_id!r} any more (its nodes are "
-        f"{known}). The saved run stopped there; resume it with the graph it ran on."
-    )
-
-
-# --- copies, paths and error messages ----------------------------------------------------
-
-_copiers: Dict[type, Callable[[Any], Any]] = {}
-_SPECIAL_COPY = ("__copy__", "__reduce_ex__", "__reduce__", "__getstate__", "__setstate__")
-
-
-def _copy(node: Any) -> Any:
-    """`copy.copy(node)`, without copy.copy's generic machinery for plain node classes."""
-    cls = type(node)
-    copier = _copiers.get(cls)
-    if copier is None:
-        copier = _copiers[cls] = _choose_copier(cls)
-    return copier(node)
-
-
-def _choose_copier(cls: Any) -> Callable[[Any], Any]:
-    customised = any(
-        getattr(cls, name, None) is not getattr(object, name, None) for name in _SPECIAL_COPY
-    )
-    if customised or any("__slots__" in vars(base) for base in cls.__mro__[:-1]):
-        return copy.copy
-
-    def copy_dict(node: Any) -> Any:
-        duplicate = cls.__new__(cls)
-        duplicate.__dict__.update(node.__dict__)
-        return duplicate
-
-    return copy_dict
-
-
-def _flow_path(frame: FlowFrame) -> Tuple[str, ...]:
-    return () if frame.origin is None else frame.origin.path
-
-
-def _own_path(frame: FlowFrame) -> Tuple[str, ...]:
-    """The flow's path for its own errors: its name alone for the flow being run."""
-    return _flow_path(frame) or (node_name(frame.flow),)
-
-
-def _flow_label(frame: FlowFrame) -> str:
-    """'StreamFlow Agent > Inner' for a sub-flow, "Flow 'Agent'" for the flow being run."""
-    if frame.origin is None:
-        name = given_name(frame.flow)
-        return type(frame.flow).__name__ + ("" if name is None else f" {name!r}")
-    return f"{type(frame.flow).__name__} {describe_path(frame.origin.path)}"
-
-
-def _child_path(frame: FlowFrame, node: Any) -> Tuple[str, ...]:
-    return _flow_path(frame) + (node_name(node),)
-
-
-def _checked(action: Any, path: Tuple[str, ...]) -> Optional[str]:
+def _checked(action: Any, path: tuple) -> Optional[str]:
     """The action a post returned, once it is known to be one: a str, or None for 'default'."""
     if action is not None and not isinstance(action, str):
         raise _bad_action(action, path)
-    return action
+    return action  # type: ignore[no-any-return]
 
 
-def _bad_action(action: Any, path: Tuple[str, ...]) -> FlowError:
-    return FlowError(
-        f"node {describe_path(path)}: post returned {action!r} ({type(action).__name__}) as its "
-        "action; an action must be a str naming the transition to take (or None for 'default')."
-    )
-
-
-def _mark(exc: BaseException, path: Tuple[str, ...]) -> None:
+def _mark(exc: BaseException, path: tuple) -> None:
     """The one place an error gets its node's path, where the walk catches it on its way out
     (the innermost mark counts, so a re-raise from an outer frame changes nothing)."""
     attach_node_path(exc, path)
 
 
-def _not_a_generator(node: Any, made: Any, path: Tuple[str, ...]) -> FlowError:
-    hint = (
-        " It is an async generator: run_stream drives sync generators only (async nodes need"
-        " the async driver)."
-        if hasattr(made, "__anext__")
-        else " Write exec_stream with `yield` (and `return` the result for post), or use"
-        " Node.exec if the node does not stream."
-    )
-    error = FlowError(
-        f"node {describe_path(path)}: {type(node).__name__}.exec_stream must return a "
-        f"generator, got {type(made).__name__}.{hint}"
-    )
-    attach_node_path(error, path)
-    return error
-
-
-def _not_awaitable(node: Any, hook: str, made: Any, path: Tuple[str, ...]) -> FlowError:
-    error = FlowError(
-        f"node {describe_path(path)}: {type(node).__name__}.{hook} must be an `async def` "
-        f"method (or, for exec_stream_async, an async generator); it returned "
-        f"{type(made).__name__}. Declare it with `async def`."
-    )
-    attach_node_path(error, path)
-    return error
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-# --- requests to an async driver -------------------------------------------------------------
-
-
-class Request:
-    """What the walk asks of an async driver, yielded only to a driver (walk(driver=True)).
-
-    The driver carries it out, puts what came of it in `result`, or the exception in `error`,
-    and resumes the walk, which reads the outcome. A driver must not let an app's exception
-    escape into the walk's consumer unrecorded: the walk decides about retries and paths.
-    """
-
-    __slots__ = ("result", "error")
-
-    def __init__(self) -> None:
-        self.result: Any = None
-        self.error: Optional[BaseException] = None
-
-    def outcome(self) -> Any:
-        """The result, or raise the recorded exception."""
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-class Await(Request):
-    """Await `awaitable` (an async hook's coroutine); result: what it returns."""
-
-    __slots__ = ("awaitable",)
-
-    def __init__(self, awaitable: Any) -> None:
-        super().__init__()
-        self.awaitable = awaitable
-
-
-class InThread(Request):
-    """Call `function(*args)` in a worker thread (a hook of a node marked in_thread)."""
-
-    __slots__ = ("function", "args")
-
-    def __init__(self, function: Callable[..., Any], args: Tuple[Any, ...]) -> None:
-        super().__init__()
-        self.function = function
-        self.args = args
-
-
-class Sleep(Request):
-    """Sleep `seconds` without blocking the event loop (the wait between retries)."""
-
-    __slots__ = ("seconds",)
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-
-
-NO_SEND = object()  # Stream.send when there is no answer to send in first
-
-
-class Stream(Request):
-    """Iterate `source` and pass each value on as `Chunk((origin, value))` (only when `emit`;
-    `Chunk((origin, value, ids.take()))` when `ids` is given, in a checkpointed run).
-
-    `source` is an async generator (result: the value it yields wrapped in `Return`, after which
-    it is closed; None if it yields none), or a sync generator of a node marked in_thread,
-    stepped in a worker thread (result: its return value). When it yields an `Ask`, the driver
-    puts it in `asked` and stops there WITHOUT closing it (the walk pauses, or answers it with
-    a new Stream whose `send` is the answer: the driver sends that in first, with `asend` /
-    `send`). `stop`: a StopSignal checked before each value. Otherwise the driver closes the
-    source however the iteration ends.
-    """
-
-    __slots__ = ("source", "origin", "emit", "send", "ids", "stop", "asked", "answers")
-
-    def __init__(
-        self,
-        source: Any,
-        origin: Origin,
-        emit: bool,
-        send: Any = NO_SEND,
-        ids: Any = None,
-        stop: Optional[StopSignal] = None,
-    ) -> None:
-        super().__init__()
-        self.source = source
-        self.origin = origin
-        self.emit = emit
-        self.send = send
-        self.ids = ids
-        self.stop = stop
-        self.asked: Optional[Ask] = None
-        self.answers: Optional[_Answers] = None  # for ask() inside, set while it runs
-
-
-class Parallel(Request):
-    """Run `count` branches concurrently, at most `limit` at a time (None: all at once).
-
-    `branch(index)` makes branch `index`: a walk generator to be driven like any other, whose
-    return value is that branch's result. Result: the list of results, in index order. When a
-    branch fails, the driver cancels the others and records that branch's exception, marked
-    with `label(index)`, `path` and its item number `indexes[index]`. `progress(done)`, when
-    given, makes an item for the consumer after each branch that finished.
-    """
-
-    __slots__ = ("count", "branch", "label", "path", "limit", "progress", "indexes")
-
-    def __init__(
-        self,
-        count: int,
-        branch: Callable[[int], Generator[Any, None, Any]],
-        label: Callable[[int], str],
-        path: Tuple[str, ...],
-        limit: Optional[int],
-        progress: Optional[Callable[[int], Any]] = None,
-        indexes: Optional[List[int]] = None,
-    ) -> None:
-        super().__init__()
-        self.count = count
-        self.branch = branch
-        self.label = label
-        self.path = path
-        self.limit = limit
-        self.progress = progress
-        self.indexes = list(range(count)) if indexes is None else indexes
+# What a Paused handle (interrupts.py, a layer below) goes on with: the walk itself.
+_GO_ON.update(walk=_walk, push=push, position=position_of)

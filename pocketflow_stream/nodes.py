@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable, Collection, Dict, Generator, Optional
 
-from . import engine
+from . import engine, graph
 from .events import Chunk, Event, StreamItem
 
 __all__ = ["BaseNode", "Node", "BatchNode", "StreamNode", "StreamBatchNode", "AskNode"]
@@ -166,7 +166,7 @@ class BaseNode:
         return f"<{type(self).__name__} {engine.node_name(self)!r}>"
 
 
-engine._NAME_PROPERTY = BaseNode.name
+graph._NAME_PROPERTY = BaseNode.name
 
 
 class _ConditionalTransition:

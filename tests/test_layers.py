@@ -11,6 +11,11 @@ LAYER = {
     "_compat": 0,
     "events": 1,
     "errors": 1,
+    "graph": 1.1,  # node kinds, ids, successors, copies
+    "frames": 1.2,  # the two frame kinds and a run's options: plain data
+    "interrupts": 1.3,  # ask, StopSignal, the walk's signals, Paused
+    "requests": 1.4,  # what the walk asks of an async driver
+    "positions": 1.5,  # checkpoint positions: the stack as JSON-ready data, and back
     "engine": 2,
     "nodes": 3,
     "flows": 4,
