@@ -1,0 +1,347 @@
+"""A run's items on a Redis stream, relayed to browsers as server-sent events by any web worker.
+
+Worker side (the process that runs the flow):
+
+    events = RunEvents(redis.Redis.from_url(url), run.run_id)
+    for item in events.publish(runs.start(shared)):   # or runs.resume(run_id, answers)
+        ...                                          # the items, as the run gives them
+
+Web side (any number of web workers, FastAPI or Starlette):
+
+    client = redis.asyncio.Redis.from_url(url)
+
+    @app.get("/runs/{run_id}/events")
+    async def run_events(run_id: str, request: Request) -> Response:
+        return await sse_response(request, client, run_id)
+
+One stream per run (key `prefix + run_id`). Each entry holds one item's `to_dict()` as JSON
+(field `data`) and its `type` (field `type`); the entry id (`1733112000000-0`) is the SSE
+event id. Entry ids only grow, so a client that reconnects, to this worker or another, with
+`Last-Event-ID` gets exactly the entries after it: nothing missed, nothing twice. A client
+without one gets the run from its start, also after the run ended (until the key expires).
+
+What the appender does:
+- Items are sent in pipelined batches (one round trip per batch): a batch goes out when it
+  holds `batch` items, at every checkpoint the engine takes (after each node, at a pause, at
+  the end), at an interrupt, and at the latest `linger` seconds after its first item (a
+  timer thread), so a chunk waits at most `linger` even while the node is quiet.
+- Chunks with `replay=True` (re-made on the way back to a pause when a run resumes) were
+  delivered by the segment that first made them: they are not appended again.
+- `XADD ... MAXLEN ~ maxlen` bounds the stream (make `maxlen` hold a whole run: a client
+  whose `Last-Event-ID` was trimmed away gets what is left, the gap unseen).
+- A segment's last entry is a marker item: `{"type": "paused", "status": "paused"}` when the
+  run paused (the relay goes on: the resumed segment appends after it), else `{"type":
+  "end", "status": "done" | "failed" | "stopped", ...}`, which ends the relay. With the
+  marker the key gets `EXPIRE expire` (a day by default); a resumed segment's first batch
+  removes it again (PERSIST), so a long-paused run's items live `expire` after the pause.
+
+A worker killed mid-run writes no end marker: its resumed segment appends after what was
+sent (chunks of a node that runs again as a new attempt are sent again, with their attempt
+number). Not imported by `pocketflow_stream`: redis-py is the optional extra `scale`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any, AsyncIterator, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple
+
+__all__ = [
+    "RunEvents",
+    "read_run",
+    "sse_response",
+    "sse_frames",
+    "check_entry_id",
+    "DEFAULT_PREFIX",
+    "FINAL_STATUSES",
+]
+
+DEFAULT_PREFIX = "pocketflow_stream:run:"
+#: end statuses that end a relay; a "paused" marker does not (the run goes on when resumed)
+FINAL_STATUSES = frozenset({"done", "failed", "stopped"})
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _plain(item: Any) -> Dict[str, Any]:
+    if isinstance(item, Mapping):
+        return dict(item)
+    to_dict = getattr(item, "to_dict", None)
+    if to_dict is None:
+        raise TypeError(
+            f"RunEvents.add: {type(item).__name__} is not a run item (a Chunk, an event, an "
+            f"Interrupt) nor a dict: pass the items a run yields, or their to_dict()"
+        )
+    plain: Dict[str, Any] = to_dict()
+    return plain
+
+
+class RunEvents:
+    """The worker side: appends one run's items to its Redis stream (see the module doc).
+
+    - `client`: a sync `redis.Redis` (thread-safe; the linger timer flushes from its thread).
+    - `maxlen`: the stream's approximate bound; `expire`: seconds the key lives after the
+      run's end (or a pause); `batch`: items per pipelined round trip at most; `linger`:
+      the longest an item waits in a batch, in seconds.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        run_id: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        maxlen: int = 100_000,
+        expire: float = 86_400,
+        batch: int = 64,
+        linger: float = 0.005,
+    ) -> None:
+        if maxlen < 1 or batch < 1 or expire <= 0 or linger < 0:
+            raise ValueError(
+                f"RunEvents({run_id!r}): maxlen and batch must be >= 1, expire > 0 and "
+                f"linger >= 0 (got maxlen={maxlen}, batch={batch}, expire={expire}, "
+                f"linger={linger})"
+            )
+        self.client = client
+        self.run_id = run_id
+        self.key = prefix + run_id
+        self.maxlen = maxlen
+        self.expire = expire
+        self.batch = batch
+        self.linger = linger
+        self.sent = 0  # items appended by this appender
+        self.skipped = 0  # replayed chunks not appended
+        self._pending: List[Tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._timer: Optional[threading.Timer] = None
+        self._persist = True  # the segment's first batch removes a pause's expiry
+
+    # -- appending -------------------------------------------------------------------------
+
+    def add(self, item: Any) -> None:
+        """Queue one item (a run's item or its dict) for the stream; replayed chunks are
+        dropped. Sends the batch when it is full or the item is an interrupt."""
+        if getattr(item, "replay", False) is True or (
+            isinstance(item, Mapping) and item.get("replay") is True
+        ):
+            self.skipped += 1
+            return
+        plain = _plain(item)
+        kind = str(plain.get("type", "item"))
+        text = json.dumps(plain, separators=(",", ":"), ensure_ascii=False)
+        with self._lock:
+            self._pending.append((kind, text))
+            full = len(self._pending) >= self.batch or kind == "interrupt"
+            if not full and self._timer is None:
+                self._timer = threading.Timer(self.linger, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+        if full:
+            self.flush()
+
+    def flush(self, *, expire: bool = False) -> None:
+        """Send what is queued in one pipelined round trip (`expire`: then set the key's
+        expiry, as the end does)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            pending, self._pending = self._pending, []
+            if not pending and not expire:
+                return
+            pipe = self.client.pipeline(transaction=False)
+            for kind, text in pending:
+                pipe.xadd(
+                    self.key,
+                    {"type": kind, "data": text},
+                    maxlen=self.maxlen,
+                    approximate=True,
+                )
+            if expire:
+                pipe.expire(self.key, max(1, int(self.expire)))
+                self._persist = True
+            elif self._persist:
+                pipe.persist(self.key)
+                self._persist = False
+            pipe.execute()
+            self.sent += len(pending)
+
+    def end(self, status: str = "done", **info: Any) -> None:
+        """Append the segment's marker (`paused` for status "paused", else `end`), send
+        everything and set the key's expiry."""
+        kind = "paused" if status == "paused" else "end"
+        marker = {"type": kind, "status": status, "run_id": self.run_id, **info}
+        text = json.dumps(marker, separators=(",", ":"), ensure_ascii=False, default=str)
+        with self._lock:
+            self._pending.append((kind, text))
+        self.flush(expire=True)
+
+    def checkpointed(self, hook: Any) -> Any:
+        """`hook` (a run's checkpoint callable) wrapped to send the queued items after it."""
+
+        def checkpoint(position: Dict[str, Any]) -> None:
+            try:
+                hook(position)
+            finally:
+                self.flush()
+
+        return checkpoint
+
+    def publish(self, run: Any) -> Iterator[Any]:
+        """Iterate a DurableRun (`runs.start(...)` / `runs.resume(...)`, not yet iterated),
+        appending each item, then the segment's marker with the run's status. Yields the
+        items as the run gives them (replayed chunks included: the caller sees them)."""
+        run.checkpoint = self.checkpointed(run.checkpoint)  # the walk takes it at its start
+        error: Optional[BaseException] = None
+        try:
+            for item in run:
+                self.add(item)
+                yield item
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            run.close()
+            status = str(getattr(run, "status", "done") or "done")
+            if status == "running":  # the engine's last checkpoint was its end
+                status = "done"
+            info: Dict[str, Any] = {}
+            if error is not None and not isinstance(error, GeneratorExit):
+                status = "failed"
+                info["error"] = f"{type(error).__name__}: {error}"
+            elif getattr(run, "error", None):
+                info["error"] = run.error
+            self.end(status, **info)
+
+    def close(self) -> None:
+        """Send what is queued (no marker)."""
+        self.flush()
+
+
+# -- the reader side ----------------------------------------------------------------------
+
+
+def check_entry_id(value: Optional[str]) -> str:
+    """A `Last-Event-ID` checked to be a stream entry id ("0-0" for none)."""
+    if value is None or value.strip() == "":
+        return "0-0"
+    value = value.strip()
+    if not _ENTRY_ID.match(value):
+        raise ValueError(
+            f"Last-Event-ID {value[:40]!r} is not an event id of this stream (they look like "
+            f"1733112000000-0): reconnect without it to read the run from its start"
+        )
+    return value
+
+
+async def _last_entry(client: Any, key: str) -> Optional[Tuple[str, str, str]]:
+    entries = await client.xrevrange(key, "+", "-", count=1)
+    if not entries:
+        return None
+    entry_id, fields = entries[0]
+    fields = {_text(k): _text(v) for k, v in fields.items()}
+    return _text(entry_id), fields.get("type", ""), fields.get("data", "")
+
+
+def _is_final(kind: str, data: str, stop_on: FrozenSet[str]) -> bool:
+    if kind != "end" and kind != "paused":
+        return False
+    try:
+        status = json.loads(data).get("status")
+    except (ValueError, AttributeError):
+        return kind == "end"
+    return status in stop_on
+
+
+async def read_run(
+    client: Any,
+    run_id: str,
+    after: Optional[str] = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    block: float = 15.0,
+    count: int = 256,
+    stop_on: FrozenSet[str] = FINAL_STATUSES,
+) -> AsyncIterator[Optional[Tuple[str, str, str]]]:
+    """A run's entries after entry id `after` (from the start if None), as `(entry_id, type,
+    data_json)`, then each new one as it comes (XREAD BLOCK), until the end marker whose
+    status is in `stop_on` (yielded last). Yields None after `block` seconds with nothing
+    new (a relay's cue for a keep-alive). `client`: a `redis.asyncio.Redis`. A run whose
+    end is the entry `after` itself ends at once."""
+    key = prefix + run_id
+    last = check_entry_id(after)
+    if last != "0-0":
+        tail = await _last_entry(client, key)
+        if tail is not None and tail[0] == last and _is_final(tail[1], tail[2], stop_on):
+            return
+    block_ms = max(1, int(block * 1000))
+    while True:
+        answer = await client.xread({key: last}, count=count, block=block_ms)
+        if not answer:
+            yield None
+            continue
+        for _stream, entries in answer:
+            for entry_id, fields in entries:
+                fields = {_text(k): _text(v) for k, v in fields.items()}
+                last = _text(entry_id)
+                kind, data = fields.get("type", "item"), fields.get("data", "null")
+                yield last, kind, data
+                if _is_final(kind, data, stop_on):
+                    return
+
+
+async def sse_frames(
+    client: Any,
+    run_id: str,
+    after: Optional[str] = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    ping_every: float = 15.0,
+    stop_on: FrozenSet[str] = FINAL_STATUSES,
+) -> AsyncIterator[str]:
+    """`read_run` as server-sent event frames: `id:` the entry id, `event:` the item's type,
+    `data:` its JSON; a `: ping` comment after `ping_every` quiet seconds."""
+    entries = read_run(client, run_id, after, prefix=prefix, block=ping_every, stop_on=stop_on)
+    async for entry in entries:
+        if entry is None:
+            yield ": ping\n\n"
+        else:
+            entry_id, kind, data = entry
+            yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n"
+
+
+async def sse_response(
+    request: Any,
+    client: Any,
+    run_id: str,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    ping_every: float = 15.0,
+    stop_on: FrozenSet[str] = FINAL_STATUSES,
+) -> Any:
+    """A Starlette/FastAPI response relaying run `run_id` as `text/event-stream`, resuming
+    after the request's `Last-Event-ID` header. 400 for a header that is no entry id of
+    ours; 204 No Content when the client already has the run's end (a browser's
+    EventSource stops reconnecting on it)."""
+    from starlette.responses import PlainTextResponse, Response, StreamingResponse
+
+    try:
+        after = check_entry_id(request.headers.get("last-event-id"))
+    except ValueError as exc:
+        return PlainTextResponse(str(exc), status_code=400)
+    if after != "0-0":
+        tail = await _last_entry(client, prefix + run_id)
+        if tail is not None and tail[0] == after and _is_final(tail[1], tail[2], stop_on):
+            return Response(status_code=204)
+    frames = sse_frames(
+        client, run_id, after, prefix=prefix, ping_every=ping_every, stop_on=stop_on
+    )
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
