@@ -34,7 +34,7 @@ from . import engine
 from .engine import NO_SEND, Await, InThread, Parallel, Paused, Request, Sleep, Stream, walk
 from .errors import FlowError, add_note, attach_node_path, describe_path
 from .events import Ask, Chunk, StreamItem
-from .interrupts import _GO_ON
+from .interrupts import _GO_ON, _AskSignal, _BranchPaused
 from .nodes import BaseNode
 
 __all__ = ["Return", "RunEnd", "Ended", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
@@ -128,7 +128,7 @@ async def _pull(
                             value = await next_value()
                         except StopAsyncIteration:
                             break
-                        except (Exception, engine._AskSignal) as exc:  # it failed or asked
+                        except (Exception, _AskSignal) as exc:  # it failed or asked
                             item.error = exc
                             break
                         if type(value) is Return:
@@ -170,7 +170,7 @@ async def _carry_out(request: Request) -> None:
             await anyio.sleep(request.seconds)
         else:  # pragma: no cover - the engine's requests are a closed set
             raise TypeError(f"unknown request from the engine: {request!r}")
-    except (Exception, engine._AskSignal) as exc:  # it failed, or asked: the walk decides
+    except (Exception, _AskSignal) as exc:  # it failed, or asked: the walk decides
         request.error = exc
 
 
@@ -203,7 +203,7 @@ async def _stream_careful(request: Stream) -> AsyncGenerator[StreamItem, None]:
                         engine._answers.reset(token)
             except StopAsyncIteration:
                 return
-            except (Exception, engine._AskSignal) as exc:  # it failed or asked: the walk decides
+            except (Exception, _AskSignal) as exc:  # it failed or asked: the walk decides
                 request.error = exc
                 return
             if stop is not None and stop.is_set():  # set while the node ran: drop its value
@@ -300,7 +300,7 @@ class _Section:
             try:
                 result = await _drive(request.branch(index), emit, self.buffer)
                 self.results[index] = result
-                if request.progress is not None and type(result) is not engine._BranchPaused:
+                if request.progress is not None and type(result) is not _BranchPaused:
                     self.done += 1
                     made = emit(request.progress(self.done))
                     if made is not None:

@@ -965,7 +965,8 @@ def _return_passes_map() -> bool:
     def delegate() -> Generator[Any, None, Any]:
         return (yield from map(tuple, zip(_repeat(0), node())))
 
-    return drain(delegate()) == "returned"
+    returned: object = drain(delegate())
+    return returned == "returned"
 
 
 def _capture(made: Any, frame: NodeFrame) -> Generator[Any, None, None]:
@@ -1092,14 +1093,14 @@ def _save(
     request.outcome()
 
 
-def _checked(action: Any, path: tuple) -> Optional[str]:
+def _checked(action: Any, path: Tuple[str, ...]) -> Optional[str]:
     """The action a post returned, once it is known to be one: a str, or None for 'default'."""
     if action is not None and not isinstance(action, str):
         raise _bad_action(action, path)
-    return action  # type: ignore[no-any-return]
+    return action
 
 
-def _mark(exc: BaseException, path: tuple) -> None:
+def _mark(exc: BaseException, path: Tuple[str, ...]) -> None:
     """The one place an error gets its node's path, where the walk catches it on its way out
     (the innermost mark counts, so a re-raise from an outer frame changes nothing)."""
     attach_node_path(exc, path)

@@ -59,14 +59,14 @@ def node_path_of(exc: BaseException) -> Tuple[str, ...] | None:
 # --- the engine's messages about a node used wrongly ------------------------------------
 
 
-def _bad_action(action: Any, path: tuple) -> FlowError:
+def _bad_action(action: Any, path: Tuple[str, ...]) -> FlowError:
     return FlowError(
         f"node {describe_path(path)}: post returned {action!r} ({type(action).__name__}) as its "
         "action; an action must be a str naming the transition to take (or None for 'default')."
     )
 
 
-def _not_a_generator(node: Any, made: Any, path: tuple) -> FlowError:
+def _not_a_generator(node: Any, made: Any, path: Tuple[str, ...]) -> FlowError:
     hint = (
         " It is an async generator: run_stream drives sync generators only (async nodes need"
         " the async driver)."
@@ -82,7 +82,7 @@ def _not_a_generator(node: Any, made: Any, path: tuple) -> FlowError:
     return error
 
 
-def _not_awaitable(node: Any, hook: str, made: Any, path: tuple) -> FlowError:
+def _not_awaitable(node: Any, hook: str, made: Any, path: Tuple[str, ...]) -> FlowError:
     error = FlowError(
         f"node {describe_path(path)}: {type(node).__name__}.{hook} must be an `async def` "
         f"method (or, for exec_stream_async, an async generator); it returned "
@@ -96,7 +96,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _ask_outside_exec(path: tuple) -> FlowError:
+def _ask_outside_exec(path: Tuple[str, ...]) -> FlowError:
     error = FlowError(
         f"node {describe_path(path)}: ask() was called outside exec (in prep or post). Ask in "
         "exec (or exec_stream with `yield Ask(...)`), or use an AskNode, whose question comes "

@@ -9,7 +9,7 @@ move frames on live in engine.py; this file must not know the walk, requests or 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 from .errors import FlowError, describe_path
 from .events import Origin, freeze_params
@@ -57,7 +57,7 @@ class FlowFrame:
         self.action: Optional[str] = None
         self.steps = 0
         self.max_steps: Optional[int] = None
-        self.recent: Optional[deque] = None
+        self.recent: Optional[Deque[str]] = None
         self.selected = selected
         self.started = 0.0
         self.custom_routing = type(flow).get_next_node is not next_node
@@ -268,11 +268,11 @@ def _is_selected(origin: Origin, options: _Options) -> bool:
     return options.nodes is None or origin.name in options.nodes
 
 
-def _flow_path(frame: FlowFrame) -> tuple:
+def _flow_path(frame: FlowFrame) -> Tuple[str, ...]:
     return () if frame.origin is None else frame.origin.path
 
 
-def _own_path(frame: FlowFrame) -> tuple:
+def _own_path(frame: FlowFrame) -> Tuple[str, ...]:
     """The flow's path for its own errors: its name alone for the flow being run."""
     return _flow_path(frame) or (node_name(frame.flow),)
 
@@ -285,5 +285,5 @@ def _flow_label(frame: FlowFrame) -> str:
     return f"{type(frame.flow).__name__} {describe_path(frame.origin.path)}"
 
 
-def _child_path(frame: FlowFrame, node: Any) -> tuple:
+def _child_path(frame: FlowFrame, node: Any) -> Tuple[str, ...]:
     return _flow_path(frame) + (node_name(node),)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections import deque
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, Optional
 
 from .errors import FlowError
 
@@ -111,7 +111,7 @@ def _known_names(root: Any) -> List[str]:
     return names
 
 
-def _check_names(root: Any, names: frozenset, option: str) -> None:
+def _check_names(root: Any, names: FrozenSet[str], option: str) -> None:
     """`nodes=` or `pause_before=` names no node or flow of the graph: say which names there
     are (checked once per run, before it starts; a flow that routes with its own
     get_next_node is not checked, as its graph is not known in advance)."""

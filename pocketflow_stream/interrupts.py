@@ -271,7 +271,8 @@ class Paused:
     def resume(self, answers: Optional[Mapping[str, Any]] = None) -> Generator[Any, None, Any]:
         """Go on (sync pull): a generator of the run's next items, returning as `walk` does."""
         self._go_on(answers, driver=False)
-        return _GO_ON["walk"](self._root, self._shared, self._options, self._stack)
+        walk: Callable[..., Generator[Any, None, Any]] = _GO_ON["walk"]
+        return walk(self._root, self._shared, self._options, self._stack)
 
     def run(
         self,
@@ -293,7 +294,8 @@ class Paused:
 
     def position(self) -> Dict[str, Any]:
         """The paused run's JSON-ready position (see `position_of`)."""
-        return _GO_ON["position"](self._options, "paused", interrupts=self.interrupts)
+        position: Callable[..., Dict[str, Any]] = _GO_ON["position"]
+        return position(self._options, "paused", interrupts=self.interrupts)
 
     def close(self) -> None:
         """Give up the run: close the sync generators that wait for an answer (async ones
