@@ -372,3 +372,49 @@ def test_items_wait_at_most_the_linger_while_a_node_is_quiet(client: Any) -> Non
     events.add({"type": "chunk", "data": 2, "replay": True})
     events.end("done")
     assert client.xlen(events.key) == 2 and events.skipped == 1
+
+
+def test_async_run_published_without_blocking_its_loop(client: Any, tmp_path: Path) -> None:
+    import anyio
+
+    from pocketflow_stream import AsyncStreamFlow, AsyncStreamNode
+
+    class Words(AsyncStreamNode):
+        async def exec_stream_async(self, _: Any) -> Any:
+            for i in range(150):  # more than a batch: full batches go out from the timer
+                yield i
+            answer = yield Ask({"question": "more?"})
+            yield answer
+
+    runs = DurableRuns(AsyncStreamFlow(start=Words()), SQLiteStore(str(tmp_path / "runs.db")))
+    loop_thread: List[int] = []
+    sending_threads: List[int] = []
+
+    class Watched(RunEvents):
+        def flush(self, *, expire: bool = False) -> None:
+            sending_threads.append(threading.get_ident())
+            super().flush(expire=expire)
+
+    async def main() -> Tuple[List[Any], List[Any], Any, Any]:
+        loop_thread.append(threading.get_ident())
+        run = runs.start_async({})
+        first = [
+            item async for item in Watched(client, run.run_id, prefix=PREFIX).publish_async(run)
+        ]
+        assert run.status == "paused"
+        resumed = runs.resume_async(run.run_id, {run.interrupts[0]["id"]: "yes"})
+        events = Watched(client, run.run_id, prefix=PREFIX)
+        second = [item async for item in events.publish_async(resumed)]
+        return first, second, run, events
+
+    first, second, run, events = anyio.run(main)
+    assert loop_thread[0] not in sending_threads  # no round trip on the event loop
+    assert [c.data for c in second if c.replay] == list(range(150))
+    assert events.skipped == 150
+    entries = client.xrange(PREFIX + run.run_id)
+    kinds = [e[1][b"type"].decode() for e in entries]
+    data = [json.loads(e[1][b"data"]) for e in entries]
+    assert [d["data"] for d in data if d["type"] == "chunk"] == list(range(150)) + ["yes"]
+    assert kinds[150:] == ["interrupt", "paused", "chunk", "end"]
+    assert data[151]["interrupts"][0]["payload"] == {"question": "more?"}
+    assert data[-1]["status"] == "done"

@@ -2,9 +2,11 @@
 
 Worker side (the process that runs the flow):
 
+    run = runs.start(shared)                          # or runs.resume(run_id, answers)
     events = RunEvents(redis.Redis.from_url(url), run.run_id)
-    for item in events.publish(runs.start(shared)):   # or runs.resume(run_id, answers)
-        ...                                          # the items, as the run gives them
+    for item in events.publish(run):                  # the items, as the run gives them
+        ...
+    # async flows: `async for item in events.publish_async(runs.start_async(shared))`
 
 Web side (any number of web workers, FastAPI or Starlette):
 
@@ -45,6 +47,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from typing import Any, AsyncIterator, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple
 
 __all__ = [
@@ -86,7 +89,8 @@ class RunEvents:
     - `client`: a sync `redis.Redis` (thread-safe; the linger timer flushes from its thread).
     - `maxlen`: the stream's approximate bound; `expire`: seconds the key lives after the
       run's end (or a pause); `batch`: items per pipelined round trip at most; `linger`:
-      the longest an item waits in a batch, in seconds.
+      the longest an item waits in a batch, in seconds. `inline=False`: `add` never
+      sends on the caller's thread (an event loop's), the timer thread does.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class RunEvents:
         expire: float = 86_400,
         batch: int = 64,
         linger: float = 0.005,
+        inline: bool = True,
     ) -> None:
         if maxlen < 1 or batch < 1 or expire <= 0 or linger < 0:
             raise ValueError(
@@ -116,15 +121,20 @@ class RunEvents:
         self.sent = 0  # items appended by this appender
         self.skipped = 0  # replayed chunks not appended
         self._pending: List[Tuple[str, str]] = []
-        self._lock = threading.Lock()
+        self.inline = inline
+        self._lock = threading.Lock()  # the queue
+        self._sending = threading.Lock()  # one batch on the wire at a time, in order
         self._timer: Optional[threading.Timer] = None
+        self._due = 0.0
         self._persist = True  # the segment's first batch removes a pause's expiry
 
     # -- appending -------------------------------------------------------------------------
 
     def add(self, item: Any) -> None:
         """Queue one item (a run's item or its dict) for the stream; replayed chunks are
-        dropped. Sends the batch when it is full or the item is an interrupt."""
+        dropped. Sends the batch when it is full or the item is an interrupt (from the
+        linger thread instead, never on the caller's thread, when made with `inline=False`,
+        as `publish_async` does)."""
         if getattr(item, "replay", False) is True or (
             isinstance(item, Mapping) and item.get("replay") is True
         ):
@@ -136,21 +146,34 @@ class RunEvents:
         with self._lock:
             self._pending.append((kind, text))
             full = len(self._pending) >= self.batch or kind == "interrupt"
-            if not full and self._timer is None:
-                self._timer = threading.Timer(self.linger, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
-        if full:
+            if full and not self.inline:
+                self._schedule(0.0)
+            elif not full:
+                self._schedule(self.linger)
+        if full and self.inline:
             self.flush()
+
+    def _schedule(self, delay: float) -> None:
+        # under self._lock: a flush `delay` seconds from now, unless one is due sooner
+        due = time.monotonic() + delay
+        if self._timer is not None:
+            if self._due <= due:
+                return
+            self._timer.cancel()
+        self._due = due
+        self._timer = threading.Timer(delay, self.flush)
+        self._timer.daemon = True
+        self._timer.start()
 
     def flush(self, *, expire: bool = False) -> None:
         """Send what is queued in one pipelined round trip (`expire`: then set the key's
-        expiry, as the end does)."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            pending, self._pending = self._pending, []
+        expiry, as the end does). Batches go out in the order they were queued."""
+        with self._sending:
+            with self._lock:
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                pending, self._pending = self._pending, []
             if not pending and not expire:
                 return
             pipe = self.client.pipeline(transaction=False)
@@ -193,8 +216,9 @@ class RunEvents:
 
     def publish(self, run: Any) -> Iterator[Any]:
         """Iterate a DurableRun (`runs.start(...)` / `runs.resume(...)`, not yet iterated),
-        appending each item, then the segment's marker with the run's status. Yields the
-        items as the run gives them (replayed chunks included: the caller sees them)."""
+        appending each item, then the segment's marker with the run's status (a paused
+        run's marker lists its pending `interrupts`). Yields the items as the run gives
+        them (replayed chunks included: the caller sees them)."""
         run.checkpoint = self.checkpointed(run.checkpoint)  # the walk takes it at its start
         error: Optional[BaseException] = None
         try:
@@ -206,16 +230,43 @@ class RunEvents:
             raise
         finally:
             run.close()
-            status = str(getattr(run, "status", "done") or "done")
-            if status == "running":  # the engine's last checkpoint was its end
-                status = "done"
-            info: Dict[str, Any] = {}
-            if error is not None and not isinstance(error, GeneratorExit):
+            self._end_of(run, error)
+
+    async def publish_async(self, run: Any) -> AsyncIterator[Any]:
+        """`publish` for an AsyncDurableRun (`runs.start_async(...)` / `resume_async`, not
+        yet entered): enters it, appends each item (sending from the timer thread, never on
+        the event loop), leaves it, then sends the marker from a worker thread."""
+        import anyio.to_thread
+
+        self.inline = False
+        run.checkpoint = self.checkpointed(run.checkpoint)  # called in a worker thread
+        error: Optional[BaseException] = None
+        try:
+            async with run:
+                async for item in run:
+                    self.add(item)
+                    yield item
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._end_of, run, error)
+
+    def _end_of(self, run: Any, error: Optional[BaseException]) -> None:
+        status = str(getattr(run, "status", "done") or "done")
+        if status == "running":  # the engine's last checkpoint was its end
+            status = "done"
+        info: Dict[str, Any] = {}
+        if error is not None and not isinstance(error, (GeneratorExit, KeyboardInterrupt)):
+            if status not in ("failed", "stopped"):
                 status = "failed"
-                info["error"] = f"{type(error).__name__}: {error}"
-            elif getattr(run, "error", None):
-                info["error"] = run.error
-            self.end(status, **info)
+            info["error"] = f"{type(error).__name__}: {error}"
+        elif getattr(run, "error", None):
+            info["error"] = run.error
+        if status == "paused":
+            info["interrupts"] = list(getattr(run, "interrupts", None) or [])
+        self.end(status, **info)
 
     def close(self) -> None:
         """Send what is queued (no marker)."""
