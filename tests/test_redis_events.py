@@ -418,3 +418,32 @@ def test_async_run_published_without_blocking_its_loop(client: Any, tmp_path: Pa
     assert kinds[150:] == ["interrupt", "paused", "chunk", "end"]
     assert data[151]["interrupts"][0]["payload"] == {"question": "more?"}
     assert data[-1]["status"] == "done"
+
+
+def test_read_run_gives_the_entries_after_an_id_and_none_while_quiet(client: Any) -> None:
+    import anyio
+    import redis.asyncio
+
+    from pocketflow_stream.scale.redis_events import read_run
+
+    events = RunEvents(client, uuid.uuid4().hex, prefix=PREFIX)
+    for i in range(5):
+        events.add({"type": "chunk", "data": i})
+    events.flush()
+    ids = [e[0].decode() for e in client.xrange(events.key)]
+
+    async def main() -> List[Any]:
+        reader = redis.asyncio.Redis.from_url(URL)
+        got: List[Any] = []
+        try:
+            async for entry in read_run(reader, events.run_id, ids[1], prefix=PREFIX, block=0.05):
+                got.append(entry if entry is None else (entry[0], json.loads(entry[2]).get("data")))
+                if entry is None:  # quiet: the run goes on, then ends
+                    events.end("done")
+        finally:
+            await reader.aclose()
+        return got
+
+    got = anyio.run(main)
+    assert got[:4] == [(ids[2], 2), (ids[3], 3), (ids[4], 4), None]
+    assert len(got) == 5 and got[4][1] is None  # the end marker (no "data" field in it)

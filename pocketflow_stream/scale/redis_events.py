@@ -53,6 +53,7 @@ from typing import Any, AsyncIterator, Dict, FrozenSet, Iterator, List, Mapping,
 __all__ = [
     "RunEvents",
     "read_run",
+    "read_batches",
     "sse_response",
     "sse_frames",
     "check_entry_id",
@@ -308,6 +309,42 @@ def _is_final(kind: str, data: str, stop_on: FrozenSet[str]) -> bool:
     return status in stop_on
 
 
+async def read_batches(
+    client: Any,
+    run_id: str,
+    after: Optional[str] = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    block: float = 15.0,
+    count: int = 256,
+    stop_on: FrozenSet[str] = FINAL_STATUSES,
+) -> AsyncIterator[List[Tuple[str, str, str]]]:
+    """`read_run`, an XREAD's entries at a time (a list; empty after `block` quiet seconds)."""
+    key = prefix + run_id
+    last = check_entry_id(after)
+    if last != "0-0":
+        tail = await _last_entry(client, key)
+        if tail is not None and tail[0] == last and _is_final(tail[1], tail[2], stop_on):
+            return
+    block_ms = max(1, int(block * 1000))
+    while True:
+        answer = await client.xread({key: last}, count=count, block=block_ms)
+        batch: List[Tuple[str, str, str]] = []
+        final = False
+        for _stream, entries in answer or ():
+            for entry_id, fields in entries:
+                fields = {_text(k): _text(v) for k, v in fields.items()}
+                last = _text(entry_id)
+                kind, data = fields.get("type", "item"), fields.get("data", "null")
+                batch.append((last, kind, data))
+                if _is_final(kind, data, stop_on):
+                    final = True
+                    break
+        yield batch
+        if final:
+            return
+
+
 async def read_run(
     client: Any,
     run_id: str,
@@ -322,27 +359,15 @@ async def read_run(
     data_json)`, then each new one as it comes (XREAD BLOCK), until the end marker whose
     status is in `stop_on` (yielded last). Yields None after `block` seconds with nothing
     new (a relay's cue for a keep-alive). `client`: a `redis.asyncio.Redis`. A run whose
-    end is the entry `after` itself ends at once."""
-    key = prefix + run_id
-    last = check_entry_id(after)
-    if last != "0-0":
-        tail = await _last_entry(client, key)
-        if tail is not None and tail[0] == last and _is_final(tail[1], tail[2], stop_on):
-            return
-    block_ms = max(1, int(block * 1000))
-    while True:
-        answer = await client.xread({key: last}, count=count, block=block_ms)
-        if not answer:
+    end is the entry `after` itself (and nothing after it) ends at once."""
+    batches = read_batches(
+        client, run_id, after, prefix=prefix, block=block, count=count, stop_on=stop_on
+    )
+    async for batch in batches:
+        if not batch:
             yield None
-            continue
-        for _stream, entries in answer:
-            for entry_id, fields in entries:
-                fields = {_text(k): _text(v) for k, v in fields.items()}
-                last = _text(entry_id)
-                kind, data = fields.get("type", "item"), fields.get("data", "null")
-                yield last, kind, data
-                if _is_final(kind, data, stop_on):
-                    return
+        for entry in batch:
+            yield entry
 
 
 async def sse_frames(
@@ -355,14 +380,16 @@ async def sse_frames(
     stop_on: FrozenSet[str] = FINAL_STATUSES,
 ) -> AsyncIterator[str]:
     """`read_run` as server-sent event frames: `id:` the entry id, `event:` the item's type,
-    `data:` its JSON; a `: ping` comment after `ping_every` quiet seconds."""
-    entries = read_run(client, run_id, after, prefix=prefix, block=ping_every, stop_on=stop_on)
-    async for entry in entries:
-        if entry is None:
+    `data:` its JSON; a `: ping` comment after `ping_every` quiet seconds. The frames of one
+    XREAD come as one string (one write to the socket)."""
+    batches = read_batches(client, run_id, after, prefix=prefix, block=ping_every, stop_on=stop_on)
+    async for batch in batches:
+        if not batch:
             yield ": ping\n\n"
         else:
-            entry_id, kind, data = entry
-            yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n"
+            yield "".join(
+                f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n" for entry_id, kind, data in batch
+            )
 
 
 async def sse_response(
