@@ -85,8 +85,7 @@ class Stamped(StreamNode):
         for i in range(count):
             if pace:
                 next_at += pace
-                while time.perf_counter() < next_at:
-                    pass
+                time.sleep(max(0.0, next_at - time.perf_counter()))
             yield {"i": i, "t": time.time()}
 
 
@@ -181,7 +180,7 @@ async def one_run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=4)
     options = parser.parse_args()
     rounds = 2 if options.quick else 5
     paced, unpaced = (500, 2000) if options.quick else (1500, 5000)
