@@ -37,29 +37,7 @@ from typing import Any, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = f"pfs-bench-{uuid.uuid4().hex[:8]}:"
-
-WEB_APP = """
-import os
-
-import redis.asyncio
-from fastapi import FastAPI, Request
-
-from pocketflow_stream.scale.redis_events import sse_response
-
-client = redis.asyncio.Redis.from_url(os.environ["POCKETFLOW_STREAM_REDIS_URL"])
-app = FastAPI()
-
-
-@app.get("/ready")
-async def ready():
-    await client.ping()
-    return {"pid": os.getpid()}
-
-
-@app.get("/runs/{run_id}/events")
-async def run_events(run_id: str, request: Request):
-    return await sse_response(request, client, run_id, prefix=os.environ["PFS_PREFIX"])
-"""
+RELAY_APP = "pocketflow_stream.scale.redis_events:relay_app"  # the web workers
 
 PRODUCER = """
 import os, sys, time
@@ -217,14 +195,17 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-        (folder / "relay_app.py").write_text(WEB_APP)
         (folder / "producer.py").write_text(PRODUCER)
-        env = {**os.environ, "POCKETFLOW_STREAM_REDIS_URL": url, "PFS_PREFIX": PREFIX}
+        env = {
+            **os.environ,
+            "POCKETFLOW_STREAM_REDIS_URL": url,
+            "POCKETFLOW_STREAM_REDIS_PREFIX": PREFIX,
+        }
         bases = []
         for _ in range(2):
             port = free_port()
-            command = [sys.executable, "-m", "uvicorn", "relay_app:app", "--app-dir"]
-            command += [str(folder), "--host", "127.0.0.1", "--port", str(port)]
+            command = [sys.executable, "-m", "uvicorn", "--factory", RELAY_APP]
+            command += ["--host", "127.0.0.1", "--port", str(port)]
             workers.append(subprocess.Popen(command + ["--log-level", "warning"], env=env))
             bases.append(f"http://127.0.0.1:{port}")
         for base, proc in zip(bases, workers):

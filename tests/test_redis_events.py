@@ -42,32 +42,7 @@ if URL:
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = f"pfs-test-{uuid.uuid4().hex[:8]}:"
 PING = 0.3  # the workers' keep-alive interval in these tests
-
-WEB_APP = """
-import os
-
-import redis.asyncio
-from fastapi import FastAPI, Request
-
-from pocketflow_stream.scale.redis_events import sse_response
-
-client = redis.asyncio.Redis.from_url(os.environ["POCKETFLOW_STREAM_REDIS_URL"])
-app = FastAPI()
-
-
-@app.get("/ready")
-async def ready():
-    await client.ping()
-    return {"pid": os.getpid()}
-
-
-@app.get("/runs/{run_id}/events")
-async def run_events(run_id: str, request: Request):
-    return await sse_response(
-        request, client, run_id, prefix=os.environ["PFS_PREFIX"],
-        ping_every=float(os.environ["PFS_PING"]),
-    )
-"""
+RELAY_APP = "pocketflow_stream.scale.redis_events:relay_app"
 
 PRODUCER = """
 import os, sys, time
@@ -127,11 +102,13 @@ def client() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def workers(tmp_path_factory: Any) -> Iterator[List[str]]:
+def workers() -> Iterator[List[str]]:
     """Two uvicorn web workers (separate processes, two loopback ports), stopped at the end."""
-    folder = tmp_path_factory.mktemp("web")
-    (folder / "relay_app.py").write_text(WEB_APP)
-    env = {**os.environ, "PFS_PREFIX": PREFIX, "PFS_PING": str(PING)}
+    env = {
+        **os.environ,
+        "POCKETFLOW_STREAM_REDIS_PREFIX": PREFIX,
+        "POCKETFLOW_STREAM_SSE_PING": str(PING),
+    }
     procs: List[subprocess.Popen[bytes]] = []
     bases: List[str] = []
     try:
@@ -139,7 +116,7 @@ def workers(tmp_path_factory: Any) -> Iterator[List[str]]:
             port = free_port()
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "uvicorn", "relay_app:app", "--app-dir", str(folder)]
+                    [sys.executable, "-m", "uvicorn", "--factory", RELAY_APP]
                     + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                     env=env,
                 )
@@ -447,3 +424,11 @@ def test_read_run_gives_the_entries_after_an_id_and_none_while_quiet(client: Any
     got = anyio.run(main)
     assert got[:4] == [(ids[2], 2), (ids[3], 3), (ids[4], 4), None]
     assert len(got) == 5 and got[4][1] is None  # the end marker (no "data" field in it)
+
+
+def test_relay_app_without_a_url_says_how_to_give_one(monkeypatch: Any) -> None:
+    from pocketflow_stream.scale.redis_events import relay_app
+
+    monkeypatch.delenv("POCKETFLOW_STREAM_REDIS_URL")
+    with pytest.raises(ValueError, match="set POCKETFLOW_STREAM_REDIS_URL"):
+        relay_app()

@@ -16,6 +16,8 @@ Web side (any number of web workers, FastAPI or Starlette):
     async def run_events(run_id: str, request: Request) -> Response:
         return await sse_response(request, client, run_id)
 
+    # or a ready app: uvicorn --factory pocketflow_stream.scale.redis_events:relay_app
+
 One stream per run (key `prefix + run_id`). Each entry holds one item's `to_dict()` as JSON
 (field `data`) and its `type` (field `type`); the entry id (`1733112000000-0`) is the SSE
 event id. Entry ids only grow, so a client that reconnects, to this worker or another, with
@@ -54,6 +56,7 @@ __all__ = [
     "RunEvents",
     "read_run",
     "read_batches",
+    "relay_app",
     "sse_response",
     "sse_frames",
     "check_entry_id",
@@ -423,3 +426,49 @@ async def sse_response(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def relay_app(
+    url: Optional[str] = None,
+    *,
+    prefix: Optional[str] = None,
+    ping_every: Optional[float] = None,
+) -> Any:
+    """A ready Starlette app relaying runs: `GET /runs/{run_id}/events` (sse_response) and
+    `GET /ready` (answers once Redis does). Unset arguments come from the environment
+    (POCKETFLOW_STREAM_REDIS_URL, POCKETFLOW_STREAM_REDIS_PREFIX, POCKETFLOW_STREAM_SSE_PING),
+    so a web worker can be just
+    `uvicorn --factory pocketflow_stream.scale.redis_events:relay_app --port 8001`.
+    Mount it in a FastAPI app (`app.mount("/", relay_app(url))`) beside your own routes,
+    or take `sse_response` into an endpoint of yours that checks who may read the run."""
+    import os
+
+    import redis.asyncio
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    url = url or os.environ.get("POCKETFLOW_STREAM_REDIS_URL")
+    if not url:
+        raise ValueError(
+            "relay_app: no Redis URL: pass one, or set POCKETFLOW_STREAM_REDIS_URL "
+            "(e.g. redis://127.0.0.1:6379/0)"
+        )
+    key_prefix = prefix or os.environ.get("POCKETFLOW_STREAM_REDIS_PREFIX") or DEFAULT_PREFIX
+    ping = ping_every or float(os.environ.get("POCKETFLOW_STREAM_SSE_PING") or 15.0)
+    client = redis.asyncio.Redis.from_url(url)
+
+    async def events(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        response: Response = await sse_response(
+            request, client, run_id, prefix=key_prefix, ping_every=ping
+        )
+        return response
+
+    async def ready(request: Request) -> Response:
+        await client.ping()
+        return JSONResponse({"ok": True, "pid": os.getpid()})
+
+    routes = [Route("/runs/{run_id}/events", events), Route("/ready", ready)]
+    return Starlette(routes=routes)
