@@ -21,8 +21,8 @@ BLOCKS = re.findall(r"^```python\n(.*?)^```", README, re.S | re.M)
 
 def heading_of(block: str) -> str:
     """The README heading above a block, to name its test."""
-    before = README[: README.index(block)]
-    headings = re.findall(r"^#+ (.+)$", before, re.M)
+    before = re.sub(r"^```.*?^```", "", README[: README.index(block)], flags=re.S | re.M)
+    headings = re.findall(r"^#+ (.+)$", before, re.M)  # outside code: not a comment
     return headings[-1] if headings else "top"
 
 
