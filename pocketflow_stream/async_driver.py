@@ -165,7 +165,7 @@ async def _carry_out(request: Request) -> None:
         if isinstance(request, Await):
             request.result = await request.awaitable
         elif isinstance(request, InThread):
-            request.result = await anyio.to_thread.run_sync(request.function, *request.args)
+            request.result = await _in_thread(request.function, request.args)
         elif isinstance(request, Sleep):
             await anyio.sleep(request.seconds)
         else:  # pragma: no cover - the engine's requests are a closed set
@@ -184,11 +184,24 @@ async def _stream_careful(request: Stream) -> AsyncGenerator[StreamItem, None]:
     send, ids, stop, origin = request.send, request.ids, request.stop, request.origin
     value_in = None if send is NO_SEND else send
     answers = request.answers
+    # Held while a thread steps a blocking node's generator, and by its close: a native
+    # cancellation (asyncio.run's Ctrl-C) gets past anyio's shield around the wait for the
+    # thread, and the close must then wait for the step still running (see iterate_in_thread).
+    stepping = threading.Lock()
+
+    def step(value_in: Any) -> Tuple[bool, Any]:
+        with stepping:
+            return _step(source, value_in)
+
+    def close() -> None:
+        with stepping:
+            source.close()
+
     try:
         while True:
             try:
                 if threaded:
-                    done, value = await anyio.to_thread.run_sync(_step, source, value_in)
+                    done, value = await anyio.to_thread.run_sync(step, value_in)
                     await anyio.lowlevel.checkpoint_if_cancelled()  # a stop during the step
                     if done:
                         request.result = value
@@ -221,7 +234,7 @@ async def _stream_careful(request: Stream) -> AsyncGenerator[StreamItem, None]:
         if request.asked is None:
             with anyio.CancelScope(shield=True):
                 if threaded:  # the thread may be mid-step: wait, then close
-                    await anyio.to_thread.run_sync(source.close)
+                    await anyio.to_thread.run_sync(close)
                 else:
                     await source.aclose()
 
@@ -521,6 +534,38 @@ async def iterate_in_thread(
     finally:
         with anyio.CancelScope(shield=True):  # the thread may be mid-step: wait, then close
             await anyio.to_thread.run_sync(close)
+
+
+async def _in_thread(function: Callable[..., Any], args: Tuple[Any, ...]) -> Any:
+    """`function(*args)` in a worker thread (an InThread request). A native cancellation
+    (asyncio.run's Ctrl-C) gets past anyio's shield around the wait for the thread: the
+    cancelled task then waits (shielded) for the call in progress, and a call not begun yet
+    never begins, so nothing of the run still runs once the cancellation goes on."""
+    calling = threading.Lock()
+    ended = False  # the call has run, or will not run
+
+    def call() -> Any:
+        nonlocal ended
+        with calling:
+            if ended:  # cancelled before it began
+                return None
+            try:
+                return function(*args)
+            finally:
+                ended = True
+
+    def wait() -> None:
+        nonlocal ended
+        with calling:
+            ended = True
+
+    try:
+        return await anyio.to_thread.run_sync(call)
+    except BaseException:
+        if not ended:  # cancelled while the thread runs (or before it began)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(wait)
+        raise
 
 
 def _step(generator: Generator[Any, None, Any], value_in: Any = None) -> Tuple[bool, Any]:
