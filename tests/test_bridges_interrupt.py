@@ -22,18 +22,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import anyio
 import pytest
+from sigint_helpers import TIMEOUT, BlocksInAStep, chain, interrupter, once
 
 from pocketflow_stream import (
     Ask,
     AsyncFlow,
     AsyncStreamNode,
     Flow,
-    StreamNode,
     resume_stream_in_thread,
     resume_stream_sync,
     run_stream_in_thread,
@@ -41,7 +40,6 @@ from pocketflow_stream import (
 )
 
 RUNS = 30  # per case: the race this guards against showed up about 1 run in 3
-TIMEOUT = 10.0  # seconds any wait here gives up after (a broken bridge fails, never hangs)
 CHILD_TIMEOUT = 240.0
 
 
@@ -69,78 +67,6 @@ class WaitsOnTheLoop(AsyncStreamNode):
             self.log.append("finally")
 
 
-class BlocksInAStep(StreamNode):
-    """Yields a chunk, then blocks its worker thread until released (saying when it got
-    there)."""
-
-    def __init__(
-        self, inside: threading.Event, release: threading.Event, log: List[str], ask: bool
-    ) -> None:
-        super().__init__()
-        self.inside, self.release, self.log, self.ask = inside, release, log, ask
-
-    def exec_stream(self, prep_res):
-        try:
-            if self.ask:  # paused first, then resumed with resume_stream_in_thread
-                yield (yield Ask({"question": "go on?"}))
-            yield "first"
-            self.inside.set()
-            self.release.wait(TIMEOUT)
-            self.log.append("step finished")
-            yield "second"
-            yield "never consumed"
-        finally:
-            self.log.append("finally")
-
-
-def _interrupter(
-    inside: threading.Event, handled: threading.Event, release: Optional[threading.Event] = None
-) -> threading.Thread:
-    """Once the node is inside its wait: SIGINT to the main thread, until its handler has run
-    (a signal that lands just before the main thread blocks in a lock's wait is only seen
-    when the wait ends: CPython's own race, so it is sent again until `handled`, and the
-    handlers act on the first one only); then (a blocking node) release the node."""
-    main = threading.main_thread().ident
-    assert main is not None
-
-    def interrupt() -> None:
-        if not inside.wait(TIMEOUT):
-            return
-        deadline = time.monotonic() + TIMEOUT
-        while not handled.is_set() and time.monotonic() < deadline:
-            signal.pthread_kill(main, signal.SIGINT)
-            handled.wait(0.05)  # a bounded poll for the handler, then a nudge again
-        if release is not None:
-            release.set()
-
-    thread = threading.Thread(target=interrupt, name="interrupter")
-    thread.start()
-    return thread
-
-
-def _once(handled: threading.Event, handler: Callable[[int, Any], Any]) -> Callable[..., Any]:
-    """A SIGINT handler: `handler` for the first signal (and a note that it ran), nothing for
-    the nudges after it."""
-
-    def first_only(signum: int, frame: Any) -> Any:
-        if handled.is_set():
-            return None
-        handled.set()
-        return handler(signum, frame)
-
-    return first_only
-
-
-def _chain(error: BaseException) -> List[str]:
-    """The exception and its contexts/causes, outermost first."""
-    chain = []
-    seen: Optional[BaseException] = error
-    while seen is not None:
-        chain.append(type(seen).__name__)
-        seen = seen.__cause__ or seen.__context__
-    return chain
-
-
 def _other_threads() -> List[str]:
     return sorted(
         thread.name
@@ -154,8 +80,8 @@ def _through_the_portal(backend: str, ask: bool) -> Dict[str, Any]:
     inside = threading.Event()
     handled = threading.Event()
     flow = AsyncFlow(start=WaitsOnTheLoop(inside, log, ask))
-    signal.signal(signal.SIGINT, _once(handled, signal.default_int_handler))
-    helper = _interrupter(inside, handled)
+    signal.signal(signal.SIGINT, once(handled, signal.default_int_handler))
+    helper = interrupter(inside, handled)
     seen: Dict[str, Any] = {"raised": ["nothing"]}
     try:
         if ask:
@@ -173,7 +99,7 @@ def _through_the_portal(backend: str, ask: bool) -> Dict[str, Any]:
             for _ in run_stream_sync(flow, {}, backend=backend):
                 pass
     except BaseException as error:  # what reached the caller, as it was
-        seen = {"raised": _chain(error), "log": list(log), "threads": _other_threads()}
+        seen = {"raised": chain(error), "log": list(log), "threads": _other_threads()}
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     helper.join()
@@ -188,7 +114,7 @@ def _from_a_thread(backend: str, ask: bool) -> Dict[str, Any]:
     async def consume() -> None:
         loops_handler = signal.getsignal(signal.SIGINT)  # asyncio's or trio's, installed now
         assert callable(loops_handler)
-        signal.signal(signal.SIGINT, _once(handled, loops_handler))
+        signal.signal(signal.SIGINT, once(handled, loops_handler))
         if ask:
             async with run_stream_in_thread(flow, {}) as first:
                 async for _ in first:
@@ -202,12 +128,12 @@ def _from_a_thread(backend: str, ask: bool) -> Dict[str, Any]:
             async for _ in stream:
                 pass
 
-    helper = _interrupter(inside, handled, release)
+    helper = interrupter(inside, handled, release)
     seen: Dict[str, Any] = {"raised": ["nothing"]}
     try:
         anyio.run(consume, backend=backend)
     except BaseException as error:
-        seen = {"raised": _chain(error), "log": list(log)}
+        seen = {"raised": chain(error), "log": list(log)}
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     helper.join()

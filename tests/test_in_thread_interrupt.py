@@ -29,14 +29,8 @@ import pytest
 
 from pocketflow_stream import AsyncFlow, Node
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_bridges_interrupt import (  # noqa: E402  (the SIGINT helpers, shared)
-    TIMEOUT,
-    BlocksInAStep,
-    _chain,
-    _interrupter,
-    _once,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script in the child
+from sigint_helpers import TIMEOUT, BlocksInAStep, chain, interrupter, once  # noqa: E402
 
 RUNS = 30  # per case: the race showed up in 2 of 60, then 6 of 30 runs
 CHILD_TIMEOUT = 240.0
@@ -89,7 +83,7 @@ def _a_run(case: str, backend: str) -> Dict[str, Any]:
     async def consume() -> None:
         loops_handler = signal.getsignal(signal.SIGINT)  # asyncio's or trio's, installed now
         assert callable(loops_handler)
-        signal.signal(signal.SIGINT, _once(handled, loops_handler))
+        signal.signal(signal.SIGINT, once(handled, loops_handler))
         async with flow.run_stream_async({}) as stream:
             async for _ in stream:
                 pass
@@ -99,12 +93,12 @@ def _a_run(case: str, backend: str) -> Dict[str, Any]:
                 async for _ in resumed:
                     pass
 
-    helper = _interrupter(inside, handled, release)
+    helper = interrupter(inside, handled, release)
     seen: Dict[str, Any] = {"raised": ["nothing"]}
     try:
         anyio.run(consume, backend=backend)
     except BaseException as error:  # what reached the caller, as it was, and what had run
-        seen = {"raised": _chain(error), "log": list(log)}
+        seen = {"raised": chain(error), "log": list(log)}
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     helper.join()
