@@ -277,3 +277,21 @@ def timeless(event) -> Dict[str, Any]:
 def tags(chunk: Chunk):
     batch = None if chunk.batch is None else dict(chunk.batch)
     return (chunk.node, chunk.path, chunk.data, chunk.item, chunk.attempt, batch)
+
+
+# --- provider streams ----------------------------------------------------------------------
+
+
+def rotate_item_ids(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Give every event its own item id, as GitHub Copilot's /responses endpoint does: for one
+    output item, `output_item.added`, each part and delta event and `output_item.done` all carry
+    different ids while `output_index` stays (https://github.com/BerriAI/litellm/pull/30072)."""
+    rotated = []
+    for number, original in enumerate(events):
+        copy = dict(original)
+        if "item_id" in copy:
+            copy["item_id"] = f"enc_{number}"
+        if isinstance(copy.get("item"), dict) and "id" in copy["item"]:
+            copy["item"] = {**copy["item"], "id": f"enc_{number}"}
+        rotated.append(copy)
+    return rotated

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 import pytest
+from helpers import rotate_item_ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types import responses as sdk
@@ -393,21 +394,6 @@ def test_any_split_yields_the_same_message(data):
 
 
 # --- item ids that rotate (issue 10 §3) ----------------------------------------------------
-
-
-def rotate_item_ids(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Give every event its own item id, as GitHub Copilot's /responses endpoint does: for one
-    output item, `output_item.added`, each part and delta event and `output_item.done` all carry
-    different ids while `output_index` stays (https://github.com/BerriAI/litellm/pull/30072)."""
-    rotated = []
-    for number, original in enumerate(events):
-        copy = dict(original)
-        if "item_id" in copy:
-            copy["item_id"] = f"enc_{number}"
-        if isinstance(copy.get("item"), dict) and "id" in copy["item"]:
-            copy["item"] = {**copy["item"], "id": f"enc_{number}"}
-        rotated.append(copy)
-    return rotated
 
 
 def copilot_shaped_stream() -> List[Dict[str, Any]]:

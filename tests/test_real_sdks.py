@@ -15,6 +15,7 @@ from typing import Any, Dict, List
 import anthropic
 import openai
 import pytest
+from helpers import rotate_item_ids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1192,20 +1193,6 @@ def test_a_client_without_a_streaming_response_api_uses_its_stream_objects():
 
 
 # --- item ids a server rotates, through the real SDK (issue 10 §3) -------------------------
-
-
-def rotate_item_ids(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Every event of an item with its own item id, as GitHub Copilot's /responses sends them
-    (https://github.com/BerriAI/litellm/pull/30072); `output_index` stays."""
-    rotated = []
-    for number, original in enumerate(events):
-        copy = dict(original)
-        if "item_id" in copy:
-            copy["item_id"] = f"enc_{number}"
-        if isinstance(copy.get("item"), dict) and "id" in copy["item"]:
-            copy["item"] = {**copy["item"], "id": f"enc_{number}"}
-        rotated.append(copy)
-    return rotated
 
 
 @pytest.mark.parametrize("path", PATHS)
