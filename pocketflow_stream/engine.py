@@ -97,6 +97,7 @@ from .graph import (
     _check_names,
     _choose_copier,
     _copy,
+    graph_nodes,
     next_node,
     node_name,
 )
@@ -128,6 +129,7 @@ __all__ = [
     "drain",
     "next_node",
     "node_name",
+    "graph_nodes",
     "FlowFrame",
     "NodeFrame",
     "Request",

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional
 
 from .errors import FlowError
 
-__all__ = ["NODE", "STREAM", "FLOW", "next_node", "node_name", "given_name"]
+__all__ = ["NODE", "STREAM", "FLOW", "next_node", "node_name", "given_name", "graph_nodes"]
 
 
 NODE = "node"  # prep -> exec -> post (Node, BatchNode)
@@ -60,7 +60,7 @@ def _assign_ids(flow: Any) -> None:
     start = flow.start_node
     if start is None or getattr(start, "__dict__", {}).get("_ids_assigned"):
         return
-    order = _graph(flow)
+    order = graph_nodes(flow)
     named: Dict[str, Any] = {}
     for node in order:
         name = given_name(node)
@@ -104,7 +104,7 @@ def _known_names(root: Any) -> List[str]:
     while flows:
         flow = flows.pop()
         _assign_ids(flow)
-        for node in _graph(flow):
+        for node in graph_nodes(flow):
             names.append(node_name(node))
             if node._kind is FLOW:
                 flows.append(node)
@@ -132,7 +132,7 @@ def _routes_itself(root: Any) -> bool:
     return type(root).get_next_node is not next_node
 
 
-def _graph(flow: Any) -> List[Any]:
+def graph_nodes(flow: Any) -> List[Any]:
     """The flow's nodes (the originals), breadth-first from its start in wiring order."""
     order: List[Any] = []
     seen = set()

@@ -24,7 +24,7 @@ from .frames import (
     _Options,
     _start_next_batch,
 )
-from .graph import FLOW, _assign_ids, _copy, _graph, node_name
+from .graph import FLOW, _assign_ids, _copy, graph_nodes, node_name
 from .interrupts import _spots
 
 __all__ = ["position_of", "fingerprint", "POSITION_VERSION"]
@@ -107,7 +107,7 @@ def fingerprint(root: Any) -> str:
     while flows:
         flow = flows.pop(0)
         _assign_ids(flow)
-        for node in _graph(flow):
+        for node in graph_nodes(flow):
             successors = {action: node_name(next_) for action, next_ in node.successors.items()}
             shape.append([node_name(flow), node_name(node), type(node).__qualname__, successors])
             if node._kind is FLOW:
@@ -261,10 +261,10 @@ def _restore_branches(root: Any, frame: Any, state: Mapping[str, Any], options: 
 
 
 def _node_by_id(flow: Any, node_id: str, frame: FlowFrame) -> Any:
-    for node in _graph(flow):
+    for node in graph_nodes(flow):
         if node_name(node) == node_id:
             return node
-    known = ", ".join(repr(node_name(node)) for node in _graph(flow))
+    known = ", ".join(repr(node_name(node)) for node in graph_nodes(flow))
     raise FlowError(
         f"cannot resume: {_flow_label(frame)} has no node {node_id!r} any more (its nodes are "
         f"{known}). The saved run stopped there; resume it with the graph it ran on."

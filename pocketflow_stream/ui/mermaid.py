@@ -25,12 +25,11 @@ import argparse
 import importlib
 import re
 import sys
-from collections import deque
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..async_flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow
 from ..async_nodes import AsyncBatchNode, AsyncNode, AsyncParallelBatchNode
-from ..engine import fingerprint, node_name
+from ..engine import fingerprint, graph_nodes, node_name
 from ..errors import FlowError
 from ..flows import BatchFlow, Flow
 from ..nodes import BaseNode, BatchNode, StreamBatchNode, StreamNode
@@ -64,19 +63,9 @@ def _streams(node: Any) -> bool:
 
 
 def _graph(flow: Any) -> Tuple[List[Any], Dict[int, str]]:
-    """The nodes of `flow`'s graph breadth-first from its start in wiring order, and the id
-    the engine gives each (`to_mermaid` has them assigned first)."""
-    start = getattr(flow, "start_node", None)
-    order: List[Any] = []
-    seen = set()
-    queue = deque([start] if start is not None else [])
-    while queue:
-        node = queue.popleft()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        order.append(node)
-        queue.extend(getattr(node, "successors", {}).values())
+    """The nodes of `flow`'s graph in the engine's order (breadth-first from its start, in
+    wiring order), and the id the engine gives each (`to_mermaid` has them assigned first)."""
+    order = graph_nodes(flow)
     return order, {id(node): node_name(node) for node in order}
 
 
