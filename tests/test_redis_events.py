@@ -23,6 +23,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from pocketflow_stream import Ask, Flow, StreamNode
+from pocketflow_stream.persist import DurableRuns, SQLiteStore
+
 URL = os.environ.get("POCKETFLOW_STREAM_REDIS_URL", "")
 
 pytestmark = pytest.mark.skipif(
@@ -31,12 +34,10 @@ pytestmark = pytest.mark.skipif(
     "scripts/servers.sh start DIR && . DIR/env to run the Redis event-stream tests",
 )
 
-if URL:
+if URL:  # the clients come with the test extra; without a server nothing here runs
     import httpx
     import redis
 
-    from pocketflow_stream import Ask, Flow, StreamNode
-    from pocketflow_stream.persist import DurableRuns, SQLiteStore
     from pocketflow_stream.scale.redis_events import RunEvents
 
 ROOT = Path(__file__).resolve().parent.parent
