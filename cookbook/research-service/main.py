@@ -353,6 +353,16 @@ def start_servers(folder: str) -> Tuple[Dict[str, str], str]:
     return found, str(script)
 
 
+def answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def serve(ports: List[int], host: str) -> int:
     servers: Optional[str] = None
     script = ""
@@ -395,6 +405,12 @@ def serve(ports: List[int], host: str) -> int:
         for child in children[1:]:
             child.start()
         urls = ", ".join(f"http://{host}:{port}/" for port in ports)
+        for port in ports:  # announce the service once its web workers answer
+            while not stopping and not answers(f"http://{host}:{port}/ready"):
+                if time.monotonic() > deadline:
+                    print(f"the web worker on port {port} did not come up", flush=True)
+                    return 1
+                time.sleep(0.1)
         print(f"research service: {urls} (Ctrl-C stops it)", flush=True)
         while not stopping:
             for child in children:
