@@ -149,6 +149,18 @@ class DurableRuns:
         run._begin_resume()
         return run
 
+    def create(self, shared: Any, run_id: Optional[str] = None) -> int:
+        """Save a new run's first checkpoint (before its first node) and let its lease go,
+        without running it: `resume(run_id)` runs it, in this process or another (how
+        scale.dbos_runs hands a run to a worker). Returns that checkpoint's seq; RunBusy or
+        CheckpointError as `start`."""
+        run = DurableRun(self, run_id or new_run_id(), shared, None)
+        run._begin_new()
+        assert run.lease is not None
+        self.store.release(run.lease)
+        run.lease = None
+        return run.seq
+
     def start_async(self, shared: Any, run_id: Optional[str] = None) -> AsyncDurableRun:
         """`start` for async flows: `async with runs.start_async(shared) as run: async for
         item in run: ...`. Store calls run in a worker thread; the loop never blocks."""
