@@ -133,3 +133,62 @@ def test_dbos_stores_json_only(runs):
             assert json.loads(output)["status"] in ("paused", "done")
     answers = [json.loads(row[2])["positionalArgs"][3] for row in mine]
     assert {"ok": True} in [next(iter(a.values()), None) for a in answers]
+
+
+def test_a_segment_killed_mid_node_is_recovered_by_its_restarted_worker(tmp_path):
+    """kill -9 of the worker while `slow` runs; the worker restarted under the same executor
+    id recovers the segment: it waits out the dead lease and resumes from the last
+    checkpoint, so `first` ran once and `slow` runs again (a second start)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    app = Path(__file__).parent / "dbos_apps" / "segment_worker.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+
+    def worker():
+        return subprocess.Popen(
+            [sys.executable, str(app), str(tmp_path), "worker-1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def wait_for(path, process, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            assert process.poll() is None, "the worker ended early"
+            assert time.monotonic() < deadline, f"{path.name} never appeared"
+            time.sleep(0.02)
+
+    first = worker()
+    second = None
+    try:
+        assert first.stdout.readline().strip() == b"launched"
+        sys.path.insert(0, str(app.parent))
+        try:
+            from segment_worker import make_runs
+        finally:
+            sys.path.remove(str(app.parent))
+        client = make_runs(str(tmp_path), "client")  # not launched: enqueues through DBOSClient
+        run_id = client.start({"log": []})
+        wait_for(tmp_path / "started-0", first)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        second = worker()
+        wait_for(tmp_path / "started-1", second)
+        (tmp_path / "go").write_text("")
+        state = client.wait(run_id, timeout=60)
+        assert state.status == "done"
+        assert state.shared["log"] == ["count", "slow after 1 starts", "count"]
+        assert [s.status for s in client.segments(run_id)] == ["SUCCESS"]
+        client.shutdown()
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
