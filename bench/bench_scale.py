@@ -1,0 +1,529 @@
+"""DBOS-distributed runs (issue 11): one run worker against two, same sitting.
+
+    eval "$(scripts/servers.sh start /tmp/pfs-servers)"   # or point at your own servers:
+    POCKETFLOW_STREAM_POSTGRES_URL=postgresql://... POCKETFLOW_STREAM_REDIS_URL=redis://... \\
+        python bench/bench_scale.py [--quick]
+    python bench/bench_scale.py [--quick]   # URLs unset: throwaway servers (scripts/servers.sh)
+
+Every run is a `DistributedRuns` run on real servers: PostgresStore checkpoints and DBOS's
+system database on Postgres (a fresh schema for each, dropped at the end), and its items on a
+Redis stream (`events=`). Its flow has three nodes: `prompt`, `model` (a StreamNode that
+streams `chunks` chunks `pace` seconds apart, each stamped with the wall-clock time it was
+made: the sleep stands for an I/O-bound model's latency, during which another run can go on)
+and `answer`. The bench process starts runs with `DistributedRuns.start` (enqueued through
+DBOS's client, never run here) and waits for them with `wait`; the run workers are separate
+processes of this file that `launch()` under stable executor ids and run the segments.
+Three set-ups, each with its own DBOS app and queue, its workers launched afresh each round:
+
+- one: 1 worker, worker_concurrency C
+- two: 2 workers, worker_concurrency C each
+- wide: 1 worker, worker_concurrency 2C (the control: as many slots as "two", one process)
+
+1. runs/s: N runs started at once, wall time from the first start to the last wait; two
+   against one (scale-out: twice the slots), and two against wide (the same slots: what the
+   second process itself adds).
+2. p50 and p99 chunk delay, made -> received by an SSE client: 2C runs at once (the same load
+   for both), each read by its own httpx SSE client through one uvicorn web worker serving
+   `relay_app` (connected before the run starts); two workers (C runs each) against one
+   (wide: all 2C runs in one process). The client stamps each chunk on arrival.
+
+Rounds alternate the set-ups' order (one, two, wide, then the reverse); each figure is the
+median of its rounds. Before a set-up is measured, short warm-up runs go until each of its
+workers has run one (a worker starts polling its queue up to a second after launch).
+
+What a 2-core machine can and cannot show: the run workers, Postgres, Redis, the uvicorn
+relay, the SSE clients and this process share the two cores. Because the runs mostly sleep
+(model I/O), two workers' gain in 1 is mostly their extra slots — "wide" gets about the same
+from one process — and the bench prints the runs/s the sleeps alone would allow for scale.
+What one Python process cannot do (run its segments' CPU work in parallel, past the GIL) a
+second process can only on spare cores, and there are none to spare here: a gain of two over
+wide, or a lower chunk delay with two workers, needs CPU-bound nodes and more cores than this
+machine has. The delays are also floored by RunEvents' `linger` (5 ms) and bounded below by
+the DBOS polling interval nowhere (polling delays a run's start, not its chunks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # measure this checkout (the workers run this file too)
+
+RELAY_APP = "pocketflow_stream.scale.redis_events:relay_app"  # the web worker
+POLL = 0.05  # DBOS queue polling interval of the workers, seconds
+WAIT_POLL = 0.02  # how often `wait` looks at a run's segment, seconds
+
+
+# -- the flow (the same in the bench process and in the workers) -------------------------------
+
+
+def make_flow() -> Any:
+    from pocketflow_stream import Flow, Node, StreamNode
+
+    class Prompt(Node):
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            shared["prompt"] = f"question {shared['n']}"
+
+    class Model(StreamNode):
+        def prep(self, shared: Any) -> Any:
+            return shared["chunks"], shared["pace"]
+
+        def exec_stream(self, prep_res: Any) -> Any:
+            chunks, pace = prep_res
+            next_at = time.perf_counter()
+            for i in range(chunks):
+                next_at += pace
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+                yield {"i": i, "text": " token", "t": time.time()}
+            return chunks
+
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            shared["streamed"] = exec_res
+
+    class Answer(Node):
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            shared["answer"] = f"{shared['streamed']} chunks"
+
+    prompt, model, answer = Prompt(name="prompt"), Model(name="model"), Answer(name="answer")
+    prompt >> model >> answer
+    return Flow(start=prompt)
+
+
+def make_runs(
+    app: str,
+    store: Any,
+    postgres: str,
+    dbos_schema: str,
+    *,
+    concurrency: int = 1,
+    executor_id: Optional[str] = None,
+    events: Optional[str] = None,
+) -> Any:
+    """The DistributedRuns of set-up `app` (its own DBOS app name and queue)."""
+    from pocketflow_stream.scale.dbos_runs import DistributedRuns
+
+    return DistributedRuns(
+        make_flow(),
+        store,
+        postgres,
+        events=events,
+        queue=app,
+        worker_concurrency=concurrency,
+        executor_id=executor_id,
+        name=app,
+        app_version=app,  # DBOS: a version belongs to one app of a system database
+        system_schema=dbos_schema,
+        polling_interval=POLL,
+        ttl=10.0,
+    )
+
+
+def worker(options: Any) -> int:
+    """A run worker: launch, write the ready file, run segments until SIGTERM."""
+    from pocketflow_stream.scale import PostgresStore
+
+    postgres = os.environ["POCKETFLOW_STREAM_POSTGRES_URL"]
+    runs = make_runs(
+        options.worker,
+        PostgresStore(postgres, schema=options.store_schema),
+        postgres,
+        options.dbos_schema,
+        concurrency=options.concurrency,
+        executor_id=options.executor_id,
+        events=os.environ["POCKETFLOW_STREAM_REDIS_URL"],
+    )
+    stop: List[int] = []
+    signal.signal(signal.SIGTERM, lambda number, frame: stop.append(number))
+    runs.launch()
+    Path(options.ready).write_text(str(os.getpid()), encoding="utf-8")
+    try:
+        while not stop:
+            time.sleep(0.05)
+    finally:
+        runs.shutdown()
+        runs.store.close()
+    return 0
+
+
+# -- processes and servers ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_servers(folder: str) -> Dict[str, str]:
+    """Throwaway Postgres and Redis (scripts/servers.sh start): their URLs."""
+    script = ROOT / "scripts" / "servers.sh"
+    subprocess.run(["bash", str(script), "start", folder], check=True, stdout=subprocess.DEVNULL)
+    found: Dict[str, str] = {}
+    for line in (Path(folder) / "env").read_text(encoding="utf-8").splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line[len("export ") :].partition("=")
+            found[name] = value.strip().strip("'\"")
+    return found
+
+
+def stop_process(proc: Any, timeout: float = 15) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Setup:
+    """One set-up: `workers` processes at worker_concurrency `concurrency`, its own DBOS app
+    and queue; `runs` is the bench process's DistributedRuns for it (starts, waits)."""
+
+    def __init__(self, key: str, workers: int, concurrency: int, bench: Bench) -> None:
+        self.key = key
+        self.workers = workers
+        self.concurrency = concurrency
+        self.app = f"{bench.tag}_{key}"
+        self.bench = bench
+        self.runs = make_runs(self.app, bench.store, bench.postgres, bench.dbos_schema)
+        self.procs: List[Any] = []
+        self.executors = [f"{self.app}-worker-{n}" for n in range(1, workers + 1)]
+
+    @property
+    def slots(self) -> int:
+        return self.workers * self.concurrency
+
+    def up(self) -> None:
+        """Launch the workers (at once), wait until each has written its ready file, then
+        warm up until each has run a segment (its queue thread is polling)."""
+        folder = self.bench.folder
+        readies = []
+        for executor in self.executors:
+            ready = folder / f"ready-{executor}-{secrets.token_hex(3)}"
+            readies.append(ready)
+            log = open(folder / f"{executor}.log", "ab")
+            command = [sys.executable, str(Path(__file__).resolve()), "--worker", self.app]
+            command += ["--executor-id", executor, "--concurrency", str(self.concurrency)]
+            command += ["--store-schema", self.bench.store_schema]
+            command += ["--dbos-schema", self.bench.dbos_schema, "--ready", str(ready)]
+            self.procs.append(
+                subprocess.Popen(command, env=self.bench.env, stdout=log, stderr=log, cwd=ROOT)
+            )
+            log.close()
+        deadline = time.monotonic() + 120
+        for ready, proc, executor in zip(readies, self.procs, self.executors):
+            while not ready.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    self.fail(executor, "did not come up")
+                time.sleep(0.02)
+        seen: set = set()
+        while len(seen) < self.workers:
+            if time.monotonic() > deadline:
+                self.fail(", ".join(sorted(set(self.executors) - seen)), "ran no warm-up run")
+            ids = [self.start(2, 0.01) for _ in range(self.slots)]
+            for run_id in ids:
+                self.finish(run_id, 2)
+                seen.add(self.runs.segments(run_id)[-1].executor_id)
+
+    def down(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            stop_process(proc)
+        self.procs = []
+
+    def fail(self, executor: str, what: str) -> None:
+        logs = "".join(
+            (self.bench.folder / f"{name}.log").read_text(errors="replace")[-3000:]
+            for name in self.executors
+            if (self.bench.folder / f"{name}.log").exists()
+        )
+        raise SystemExit(f"bench_scale: worker {executor} {what}; its log:\n{logs}")
+
+    def start(self, chunks: int, pace: float, run_id: Optional[str] = None) -> str:
+        shared = {"n": self.bench.started, "chunks": chunks, "pace": pace}
+        self.bench.started += 1
+        run_id = run_id or self.bench.new_run_id()
+        return str(self.runs.start(shared, run_id=run_id))
+
+    def finish(self, run_id: str, chunks: int) -> None:
+        state = self.runs.wait(run_id, timeout=120, poll=WAIT_POLL)
+        if state.status != "done" or state.shared.get("streamed") != chunks:
+            raise SystemExit(f"bench_scale: run {run_id} ended {state!r}, {state.shared!r}")
+
+
+class Bench:
+    """What the set-ups share: the servers' URLs, the fresh schemas, the relay, a folder."""
+
+    def __init__(self, postgres: str, redis_url: str, folder: Path) -> None:
+        from pocketflow_stream.scale import PostgresStore
+
+        self.tag = f"pfs_bench_{secrets.token_hex(4)}"
+        self.postgres = postgres
+        self.redis_url = redis_url
+        self.folder = folder
+        self.store_schema = self.tag
+        self.dbos_schema = f"{self.tag}_dbos"
+        self.store = PostgresStore(postgres, schema=self.store_schema)
+        self.started = 0
+        self.env = {
+            **os.environ,
+            "POCKETFLOW_STREAM_POSTGRES_URL": postgres,
+            "POCKETFLOW_STREAM_REDIS_URL": redis_url,
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH", "")] if p]
+            ),
+        }
+        self.env.pop("POCKETFLOW_STREAM_REDIS_PREFIX", None)  # the workers use the default
+        self.relay: Any = None
+        self.relay_base = ""
+
+    def new_run_id(self) -> str:
+        return f"{self.tag}-{secrets.token_hex(8)}"
+
+    def start_relay(self) -> None:
+        import httpx
+
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "--factory", RELAY_APP, "--host"]
+        command += ["127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        self.relay = subprocess.Popen(command, env=self.env, cwd=ROOT)
+        self.relay_base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if self.relay.poll() is not None:
+                raise SystemExit(f"bench_scale: the relay exited ({self.relay.returncode})")
+            try:
+                httpx.get(self.relay_base + "/ready", timeout=2).raise_for_status()
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("bench_scale: the relay never answered") from None
+                time.sleep(0.05)
+
+    def clean(self, setups: List[Setup]) -> None:
+        import psycopg
+        import redis
+        from psycopg import sql
+
+        from pocketflow_stream.scale.redis_events import DEFAULT_PREFIX
+
+        for setup in setups:
+            setup.down()
+            setup.runs.shutdown()
+        if self.relay is not None:
+            stop_process(self.relay)
+        try:
+            client = redis.Redis.from_url(self.redis_url)
+            keys = list(client.scan_iter(match=f"{DEFAULT_PREFIX}{self.tag}-*", count=1000))
+            for at in range(0, len(keys), 500):
+                client.delete(*keys[at : at + 500])
+            client.close()
+        except redis.RedisError:
+            pass
+        try:
+            self.store.drop_schema()
+            self.store.close()
+            with psycopg.connect(self.postgres, autocommit=True) as db:
+                db.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                        sql.Identifier(self.dbos_schema)
+                    )
+                )
+        except Exception as exc:  # noqa: BLE001 - leave the servers as they are
+            print(f"bench_scale: could not drop the schemas: {exc}", file=sys.stderr)
+
+
+# -- the measures --------------------------------------------------------------------------------
+
+
+def runs_per_second(setup: Setup, runs: int, chunks: int, pace: float) -> float:
+    """`runs` runs started at once; runs/s from the first start to the last wait."""
+    started = time.perf_counter()
+    ids = [setup.start(chunks, pace) for _ in range(runs)]
+    for run_id in ids:
+        setup.finish(run_id, chunks)
+    return runs / (time.perf_counter() - started)
+
+
+async def read_run(client: Any, base: str, run_id: str, connected: Any) -> List[float]:
+    """Delays in ms (made -> received here) of each chunk of the run, read through `base`."""
+    delays: List[float] = []
+    async with client.stream("GET", f"{base}/runs/{run_id}/events") as response:
+        response.raise_for_status()
+        connected()
+        event = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "chunk":
+                stamp = json.loads(line[6:])["data"]["t"]
+                delays.append((time.time() - stamp) * 1000.0)
+            elif line.startswith("data: ") and event == "end":
+                break
+    return delays
+
+
+async def chunk_delays(setup: Setup, runs: int, chunks: int, pace: float) -> List[float]:
+    """`runs` runs at once, each read by its own SSE client connected before it starts."""
+    import httpx
+
+    ids = [setup.bench.new_run_id() for _ in range(runs)]
+    ready = 0
+    all_connected = asyncio.Event()
+
+    def connected() -> None:
+        nonlocal ready
+        ready += 1
+        if ready == runs:
+            all_connected.set()
+
+    limits = httpx.Limits(max_connections=runs + 4)
+    base = setup.bench.relay_base
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120), limits=limits) as client:
+        tasks = [asyncio.create_task(read_run(client, base, run_id, connected)) for run_id in ids]
+        await asyncio.wait_for(all_connected.wait(), 60)
+
+        def start_all() -> None:
+            for run_id in ids:
+                setup.start(chunks, pace, run_id)
+
+        await asyncio.to_thread(start_all)
+        results = await asyncio.gather(*tasks)
+    for run_id in ids:
+        setup.finish(run_id, chunks)
+    delays = [d for result in results for d in result]
+    if len(delays) != runs * chunks:
+        raise SystemExit(f"bench_scale: got {len(delays)} chunks, expected {runs * chunks}")
+    return delays
+
+
+def quantile(values: List[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
+
+
+def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
+    c = options.concurrency
+    rounds = 2 if options.quick else 5
+    n_runs, chunks, pace = (24, 20, 0.01) if options.quick else (64, 20, 0.01)
+    delay_chunks = 40 if options.quick else 150
+    bench = Bench(postgres, redis_url, folder)
+    setups: List[Setup] = []
+    try:
+        bench.start_relay()
+        one, two, wide = (
+            Setup("one", 1, c, bench),
+            Setup("two", 2, c, bench),
+            Setup("wide", 1, 2 * c, bench),
+        )
+        setups = [one, two, wide]
+        rps: Dict[str, List[float]] = {s.key: [] for s in setups}
+        p50: Dict[str, List[float]] = {"two": [], "wide": []}
+        p99: Dict[str, List[float]] = {"two": [], "wide": []}
+        for number in range(rounds):
+            order = setups if number % 2 == 0 else setups[::-1]
+            for setup in order:
+                setup.up()
+                try:
+                    rps[setup.key].append(runs_per_second(setup, n_runs, chunks, pace))
+                    if setup.key in p99:
+                        delays = asyncio.run(chunk_delays(setup, 2 * c, delay_chunks, pace))
+                        p50[setup.key].append(quantile(delays, 0.50))
+                        p99[setup.key].append(quantile(delays, 0.99))
+                finally:
+                    setup.down()
+        med = {k: statistics.median(v) for k, v in rps.items()}
+        m50 = {k: statistics.median(v) for k, v in p50.items()}
+        m99 = {k: statistics.median(v) for k, v in p99.items()}
+    finally:
+        bench.clean(setups)
+
+    model = chunks * pace
+    print(
+        f"DistributedRuns on Postgres (store, DBOS) and Redis (events), {os.cpu_count()} cores; "
+        f"{rounds} rounds (medians), set-ups in alternating order; DBOS polling {POLL:g} s"
+    )
+    print(
+        f"a run: 3 nodes, its StreamNode streams {chunks} chunks {pace * 1000:g} ms apart "
+        f"({model * 1000:.0f} ms of model I/O)"
+    )
+    print(f"1. runs/s, {n_runs} runs started at once (the sleeps alone would allow, in brackets)")
+    for setup in setups:
+        print(
+            f"   {setup.key:<4} {setup.workers} worker(s) x concurrency {setup.concurrency:<2} "
+            f"{med[setup.key]:7.1f} runs/s  ({setup.slots / model:5.1f})"
+        )
+    print(
+        f"   two/one {med['two'] / med['one']:.2f}x (twice the slots); two/wide "
+        f"{med['two'] / med['wide']:.2f}x (the same slots, a second process)"
+    )
+    print(
+        f"2. chunk delay made -> SSE client (one uvicorn relay), {2 * c} runs at once, "
+        f"{delay_chunks} chunks each"
+    )
+    print(
+        f"   one worker (wide, concurrency {2 * c}): p50 {m50['wide']:6.2f} ms  p99 "
+        f"{m99['wide']:6.2f} ms"
+    )
+    print(
+        f"   two workers (concurrency {c} each):   p50 {m50['two']:6.2f} ms  p99 "
+        f"{m99['two']:6.2f} ms"
+    )
+    print(f"   two/one p50 {m50['two'] / m50['wide']:.2f}x, p99 {m99['two'] / m99['wide']:.2f}x")
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, fewer runs")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="worker_concurrency C of a worker (default 4)"
+    )
+    # the run worker role (this file, started by the bench)
+    for hidden in ("--worker", "--executor-id", "--store-schema", "--dbos-schema", "--ready"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    if options.worker:
+        return worker(options)
+    if options.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+
+    postgres = os.environ.get("POCKETFLOW_STREAM_POSTGRES_URL", "")
+    redis_url = os.environ.get("POCKETFLOW_STREAM_REDIS_URL", "")
+    folder = Path(tempfile.mkdtemp(prefix="pfs-bench-scale-"))
+    servers: Optional[str] = None
+    try:
+        if not (postgres and redis_url):
+            servers = tempfile.mkdtemp(prefix="pfs-bench-scale-servers-")
+            print(f"starting throwaway Postgres and Redis in {servers}", flush=True)
+            found = start_servers(servers)
+            postgres = postgres or found["POCKETFLOW_STREAM_POSTGRES_URL"]
+            redis_url = redis_url or found["POCKETFLOW_STREAM_REDIS_URL"]
+        measure(options, postgres, redis_url, folder)
+    finally:
+        if servers is not None:
+            script = ROOT / "scripts" / "servers.sh"
+            subprocess.run(["bash", str(script), "stop", servers], stdout=subprocess.DEVNULL)
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
