@@ -27,7 +27,7 @@ from .frames import (
 from .graph import FLOW, _assign_ids, _copy, graph_nodes, node_name
 from .interrupts import _spots
 
-__all__ = ["position_of", "fingerprint", "POSITION_VERSION"]
+__all__ = ["position_of", "begun_position", "fingerprint", "POSITION_VERSION"]
 
 _perf_counter = time.perf_counter
 
@@ -60,6 +60,22 @@ def position_of(
         "frames": [_frame_state(frame) for frame in options.stack],
         "interrupts": [interrupt.to_dict() for interrupt in interrupts],
         "action": action,
+    }
+
+
+def begun_position(root: Any) -> Dict[str, Any]:
+    """The position of a run that has begun and finished no node yet: no frames. Resumed
+    from it, the run starts from its start, its first node as a new attempt (it may have
+    been in flight when the process ended), as from any running position."""
+    return {
+        "version": POSITION_VERSION,
+        "fingerprint": fingerprint(root),
+        "status": "running",
+        "root": node_name(root),
+        "next_id": 0,
+        "frames": [],
+        "interrupts": [],
+        "action": None,
     }
 
 
@@ -151,12 +167,12 @@ def _restore(
             f"resume needs an answer for {', '.join(map(repr, pending))} (the run waits for "
             "one): pass answers={interrupt_id: answer}."
         )
-    if position.get("status") == "running" and stack:
-        top = stack[-1]
-        if type(top) is FlowFrame:
-            options.resumed = True  # the next node may have been in flight: a new attempt
-        else:
+    if position.get("status") == "running":
+        top = stack[-1] if stack else None
+        if type(top) is NodeFrame:
             top.shift = 1
+        else:  # the next node (the first, with no frames) may have been in flight
+            options.resumed = True
     return stack
 
 

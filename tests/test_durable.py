@@ -588,3 +588,117 @@ def test_every_checkpoint_text_is_what_its_record_encodes_to(app, tmp_path):
     resumed = runs().resume(run.run_id, {ask["id"]: "yes" for ask in run.interrupts})
     list(resumed)
     assert {"running", "paused"} <= set(checked) and len(checked) > 3
+
+
+FIRST_NODE_APP = textwrap.dedent(
+    '''
+    """A run whose first node streams a chunk, writes $MARKER, then waits for $GO."""
+    import os, sys, time
+    from pocketflow_stream import Flow, Node, StreamNode
+    from pocketflow_stream.persist import DurableRuns, SQLiteStore
+
+    class Stream(StreamNode):
+        def exec_stream(self, _):
+            yield "first"
+            with open(os.environ["MARKER"], "a") as marker:
+                marker.write("started\\n")
+            while not os.path.exists(os.environ["GO"]):
+                time.sleep(0.01)
+            yield "second"
+
+    class Last(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["trail"].append("Last")
+
+    def build():
+        stream = Stream(name="Stream")
+        stream >> Last(name="Last")
+        return Flow(start=stream, name="First")
+
+    if __name__ == "__main__":
+        runs = DurableRuns(build(), SQLiteStore(sys.argv[1]), ttl=0.5)
+        for item in runs.start({"trail": []}, run_id="first-node"):
+            pass
+    '''
+)
+
+
+def resume_when_the_lease_is_free(runs, run_id):
+    """Resume `run_id` once the dead owner's lease expired (RunBusy says when)."""
+    import time
+
+    while True:
+        try:
+            return runs.resume(run_id)
+        except RunBusy as busy:
+            time.sleep(max((busy.expires_at or 0) - time.time(), 0) + 0.01)
+
+
+def test_a_run_killed_in_its_first_node_resumes_it_as_a_new_attempt(tmp_path, monkeypatch):
+    """kill -9 while the first node runs (no node had finished: only the start's checkpoint
+    was saved): resumed, that node runs again as attempt 1, announced by a Retry event, as a
+    later node in flight would (was: attempt 0, as if it had never run)."""
+    import signal
+    import time
+
+    app = tmp_path / "first_node_app.py"
+    app.write_text(FIRST_NODE_APP)
+    marker, go = tmp_path / "marker", tmp_path / "go"
+    env = dict(os.environ, MARKER=str(marker), GO=str(go))
+    child = subprocess.Popen([sys.executable, str(app), str(tmp_path / "runs.db")], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None, "the run ended before its first node started"
+            assert time.monotonic() < deadline, "the first node never started"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    go.write_text("")
+    monkeypatch.setenv("MARKER", str(marker))
+    monkeypatch.setenv("GO", str(go))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("first_node_app", None)
+    import first_node_app
+
+    runs = DurableRuns(first_node_app.build(), SQLiteStore(str(tmp_path / "runs.db")), events=True)
+    run = resume_when_the_lease_is_free(runs, "first-node")
+    items = [item for item in run]
+    sys.modules.pop("first_node_app", None)
+    assert run.status == "done"
+    assert run.shared == {"trail": ["Last"]}
+    retries = [item for item in items if item.type == "retry"]
+    assert [(r.node, r.attempt) for r in retries] == [("Stream", 0)]
+    chunks = [(item.data, item.attempt) for item in items if item.type == "chunk"]
+    assert chunks == [("first", 1), ("second", 1)]
+
+
+def test_a_created_run_begins_with_its_first_attempt(tmp_path, monkeypatch):
+    """`create` saves a run that has not begun (no position): its first resume is its start,
+    attempt 0, no Retry; once begun, the saved position says so (no frames yet)."""
+    (tmp_path / "created_app.py").write_text(FIRST_NODE_APP)
+    (tmp_path / "go").write_text("")
+    monkeypatch.setenv("MARKER", str(tmp_path / "marker"))
+    monkeypatch.setenv("GO", str(tmp_path / "go"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("created_app", None)
+    import created_app
+
+    store = SQLiteStore(str(tmp_path / "runs.db"))
+    runs = DurableRuns(created_app.build(), store, events=True)
+    runs.create({"trail": []}, "created")
+    assert store.load("created").position is None
+    with runs.resume("created") as run:
+        items = iter(run)
+        seen = [next(items)]
+        while seen[-1].type != "chunk":
+            seen.append(next(items))
+        assert seen[-1].attempt == 0
+        assert [item for item in seen if item.type == "retry"] == []
+        begun = store.load("created")
+        assert begun.status == "running" and begun.position["frames"] == []
+    sys.modules.pop("created_app", None)

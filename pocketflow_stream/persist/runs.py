@@ -35,6 +35,7 @@ import anyio.to_thread
 from .. import engine
 from ..async_driver import FlowStream
 from ..nodes import BaseNode
+from ..positions import begun_position
 from .store import FORMAT_VERSION, Lease, Record, RunInfo, RunNotFound, Store, new_owner
 from .strict_json import (
     DEFAULT_MAX_BYTES,
@@ -155,7 +156,7 @@ class DurableRuns:
         scale.dbos_runs hands a run to a worker). Returns that checkpoint's seq; RunBusy or
         CheckpointError as `start`."""
         run = DurableRun(self, run_id or new_run_id(), shared, None)
-        run._begin_new()
+        run._begin_new(begun=False)
         assert run.lease is not None
         self.store.release(run.lease)
         run.lease = None
@@ -245,7 +246,10 @@ class _Segment:
 
     # the steps, each blocking (the async run calls them in a worker thread)
 
-    def _begin_new(self) -> None:
+    def _begin_new(self, begun: bool = True) -> None:
+        """Claim a new run and save its first checkpoint: the begun position when it runs
+        now (resumed from it, the first node is a new attempt: it may have been in flight),
+        no position when it is only created (`create`: not begun, nothing was in flight)."""
         store = self.runs.store
         self.lease = store.claim(self.run_id, self.runs.owner, self.runs.ttl)
         try:
@@ -253,7 +257,8 @@ class _Segment:
                 raise CheckpointError(
                     f"run {self.run_id!r} exists already: resume it, or start with a new id"
                 )
-            self._save(self._record("running", None, [], None))
+            position = begun_position(self.runs.flow) if begun else None
+            self._save(self._record("running", position, [], None))
         except BaseException:
             store.release(self.lease)
             raise
@@ -284,6 +289,9 @@ class _Segment:
             self.shared = decode(record.shared, self.runs.codecs)
             self._last = record
             self._writer = record.at
+            if self.position is None:  # created, never begun: it begins here
+                begun = begun_position(self.runs.flow)
+                self._save(self._record("running", begun, [], None))
         except BaseException:
             store.release(self.lease)
             raise
