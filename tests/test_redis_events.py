@@ -427,6 +427,38 @@ def test_read_run_gives_the_entries_after_an_id_and_none_while_quiet(client: Any
     assert len(got) == 5 and got[4][1] is None  # the end marker (no "data" field in it)
 
 
+def test_a_run_quiet_for_longer_than_the_clients_socket_timeout_keeps_its_relay(
+    client: Any,
+) -> None:
+    """redis-py 8 gives up reading after its socket timeout (5 s by default): an XREAD that
+    blocks longer fails with TimeoutError, and a relay of a run waiting out a dead worker's
+    lease broke. Here the reader's timeout is 0.2 s and the keep-alive 0.6 s: the relay says
+    "quiet" after the keep-alive, not an error, and goes on to the run's end."""
+    import anyio
+    import redis.asyncio
+
+    from pocketflow_stream.scale.redis_events import read_run
+
+    events = RunEvents(client, uuid.uuid4().hex, prefix=PREFIX)
+
+    async def main() -> List[Any]:
+        reader = redis.asyncio.Redis.from_url(URL, socket_timeout=0.2)
+        got: List[Any] = []
+        started = time.monotonic()
+        try:
+            async for entry in read_run(reader, events.run_id, prefix=PREFIX, block=0.6):
+                got.append(entry if entry is None else json.loads(entry[2]).get("type"))
+                if entry is None:
+                    got.append(time.monotonic() - started >= 0.6)
+                    events.add({"type": "chunk", "data": 1})
+                    events.end("done")
+        finally:
+            await reader.aclose()
+        return got
+
+    assert anyio.run(main) == [None, True, "chunk", "end"]
+
+
 def test_relay_app_without_a_url_says_how_to_give_one(monkeypatch: Any) -> None:
     from pocketflow_stream.scale.redis_events import relay_app
 

@@ -312,6 +312,17 @@ def _is_final(kind: str, data: str, stop_on: FrozenSet[str]) -> bool:
     return status in stop_on
 
 
+def _xread_block(client: Any, block: float) -> float:
+    """How long one XREAD may block: under the client's socket timeout, or the read times out
+    before Redis answers (redis-py 8 reads for at most 5 s unless told otherwise)."""
+    pool = getattr(client, "connection_pool", None)
+    options = getattr(pool, "connection_kwargs", None) or {}
+    timeout = options.get("socket_timeout", 5.0)
+    if timeout is None:
+        return block
+    return max(0.001, min(block, float(timeout) * 0.8))
+
+
 async def read_batches(
     client: Any,
     run_id: str,
@@ -329,9 +340,21 @@ async def read_batches(
         tail = await _last_entry(client, key)
         if tail is not None and tail[0] == last and _is_final(tail[1], tail[2], stop_on):
             return
-    block_ms = max(1, int(block * 1000))
+    from redis.exceptions import TimeoutError as ReadTimedOut
+
+    step_ms = max(1, int(_xread_block(client, block) * 1000))
+    quiet_since = time.monotonic()
     while True:
-        answer = await client.xread({key: last}, count=count, block=block_ms)
+        try:
+            answer = await client.xread({key: last}, count=count, block=step_ms)
+        except ReadTimedOut:  # the client's socket timeout came before the server's answer
+            answer = None
+        if not answer:
+            if time.monotonic() - quiet_since >= block:
+                quiet_since = time.monotonic()
+                yield []
+            continue
+        quiet_since = time.monotonic()
         batch: List[Tuple[str, str, str]] = []
         final = False
         for _stream, entries in answer or ():
