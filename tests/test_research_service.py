@@ -4,6 +4,7 @@ interrupt ids checked, answers idempotent, Last-Event-ID resume across web worke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,10 +37,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def service() -> Iterator[List[str]]:
+@contextlib.contextmanager
+def serving(model_delay: str) -> Iterator[List[str]]:
+    """The recipe's one command (two web workers, two run workers), until the block ends."""
     ports = [free_port(), free_port()]
-    env = {**os.environ, "RESEARCH_SERVICE_MODEL_DELAY": "0.005"}
+    env = {**os.environ, "RESEARCH_SERVICE_MODEL_DELAY": model_delay}
     process = subprocess.Popen(
         [sys.executable, str(MAIN), "serve", "--ports", ",".join(map(str, ports))],
         env=env,
@@ -68,6 +70,12 @@ def service() -> Iterator[List[str]]:
             process.wait()
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[List[str]]:
+    with serving("0.005") as bases:
+        yield bases
 
 
 def start(base: str, question: str = ASKING) -> Tuple[str, str, Any]:
@@ -326,3 +334,60 @@ def test_the_page_runs_a_question_and_answers_the_agent_in_chromium(service):
             assert "42" in (page.text_content("#transcript") or "")
         finally:
             browser.close()
+
+
+def lease_holder(run_id: str) -> Optional[str]:
+    """Who holds the run's store lease now ("host:pid:suffix"), None when nobody does."""
+    from pocketflow_stream.scale.postgres_store import PostgresStore
+
+    store = PostgresStore(POSTGRES)
+    try:
+        found = [info for info in store.list() if info.run_id == run_id]
+    finally:
+        store.close()
+    return found[0].lease_owner if found else None
+
+
+def final_answer(run_id: str) -> Any:
+    """The agent's last message in the run's saved `shared` (its answer)."""
+    from pocketflow_stream.scale.postgres_store import PostgresStore
+
+    store = PostgresStore(POSTGRES)
+    try:
+        record = store.load(run_id)
+    finally:
+        store.close()
+    assert record is not None and record.status == "done"
+    return record.shared["messages"][-1]
+
+
+def test_a_run_worker_killed_mid_node_comes_back_and_the_run_ends_in_the_same_stream():
+    """kill -9 of the run worker that holds the run, while its model streams (a slow model:
+    a reply takes seconds, the kill comes at its first chunk): the command restarts the
+    worker under its executor id, DBOS gives it the segment back, which waits out the lease
+    and resumes from the last checkpoint. The SSE client, moved to the other web worker with
+    Last-Event-ID, gets the rest of the run: the node in flight again as a new attempt, then
+    the end; the answer is the uninterrupted run's."""
+    question = "What is 17% of 2,340? Save a short note about it."
+    with serving("0.1") as (first, second):
+        quiet_id, quiet_token, _ = start(first, question)
+        whole = events(first, quiet_id, quiet_token)
+        assert whole[-1][1] == "end" and whole[-1][2]["status"] == "done", whole[-3:]
+
+        run_id, token, _ = start(first, question)
+        head = events(first, run_id, token, until=lambda event: event[1] == "chunk")
+        owner = lease_holder(run_id)
+        assert owner is not None, "the run's first chunk came, yet nobody holds its lease"
+        pid = int(owner.split(":")[1])
+        os.kill(pid, signal.SIGKILL)
+        tail = events(second, run_id, token, after=head[-1][0])
+        assert tail[-1][1] == "end" and tail[-1][2]["status"] == "done", tail[-3:]
+
+        chunks = [data for _, kind, data in head + tail if kind == "chunk"]
+        again = [data for data in chunks if data.get("attempt", 0) >= 1]
+        assert again, "no chunk of a new attempt: the kill did not land mid-node"
+        assert len({data["path"][-1] for data in again}) == 1  # only the node in flight
+        owner_after = lease_holder(run_id)
+        assert owner_after is None or int(owner_after.split(":")[1]) != pid
+        assert segments(run_id) == 1  # the same segment workflow, recovered
+        assert final_answer(run_id) == final_answer(quiet_id)  # as if nothing had happened
