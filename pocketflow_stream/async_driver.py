@@ -24,7 +24,17 @@ from __future__ import annotations
 import inspect
 import threading
 from types import TracebackType
-from typing import Any, AsyncGenerator, Callable, Generator, List, Optional, Tuple, Type
+from typing import (
+    Any,
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    List,
+    Optional,
+    Tuple,
+    Type,
+)
 
 import anyio
 import anyio.lowlevel
@@ -37,10 +47,22 @@ from .events import Ask, Chunk, StreamItem
 from .interrupts import _GO_ON, _AskSignal, _BranchPaused
 from .nodes import BaseNode
 
-__all__ = ["Return", "RunEnd", "Ended", "FlowStream", "run", "iterate_in_thread", "DEFAULT_BUFFER"]
+__all__ = [
+    "Return",
+    "RunEnd",
+    "Ended",
+    "FlowStream",
+    "run",
+    "iterate_in_thread",
+    "DEFAULT_BUFFER",
+    "FanOut",
+]
 
 #: How many chunks of a parallel section may wait for a slow consumer before producers wait.
 DEFAULT_BUFFER = 64
+
+#: The hook that may run a parallel batch node's items elsewhere (see FlowStream).
+FanOut = Callable[[Parallel], Optional[AsyncIterator[StreamItem]]]
 
 
 class Return:
@@ -94,10 +116,11 @@ async def _pull(
     group: Optional[TaskGroup],
     ending: RunEnd,
     buffer: int,
+    fan_out: Optional[FanOut] = None,
 ) -> AsyncGenerator[StreamItem, None]:
     """Drive the walk `steps`: yield its chunks and events, carry out its requests (each
     kind by its handler below). The walk's return value goes to `ending`. `group` hosts
-    parallel sections (None: refuse them)."""
+    parallel sections (None: refuse them). `fan_out`: see FlowStream."""
     step = steps.__next__
     try:
         while True:
@@ -143,11 +166,16 @@ async def _pull(
                     if item.asked is None:
                         await source.aclose()
             elif isinstance(item, (Stream, Parallel)):  # a careful stream, a parallel section
-                values = (
-                    _stream_careful(item)
-                    if isinstance(item, Stream)
-                    else _run_section(item, group, buffer)
-                )
+                if isinstance(item, Stream):
+                    values = _stream_careful(item)
+                else:
+                    away = None
+                    if fan_out is not None and item.node is not None:  # a node's items
+                        away = fan_out(item)  # None: they run here after all
+                    if away is None:
+                        values = _run_section(item, group, buffer)
+                    else:
+                        values = _fanned_out(item, away)
                 try:
                     async for value in values:
                         yield value
@@ -237,6 +265,24 @@ async def _stream_careful(request: Stream) -> AsyncGenerator[StreamItem, None]:
                     await anyio.to_thread.run_sync(close)
                 else:
                     await source.aclose()
+
+
+async def _fanned_out(
+    request: Parallel, away: AsyncIterator[StreamItem]
+) -> AsyncGenerator[StreamItem, None]:
+    """A section whose items run elsewhere (the `fan_out` hook's iterator, which puts the
+    results in `request.result`): what it yields is passed on; its failure goes to the
+    request, marked with the node's path, for the walk to decide."""
+    try:
+        async for value in away:
+            yield value
+    except Exception as exc:
+        attach_node_path(exc, request.path)
+        request.error = exc
+    finally:
+        close = getattr(away, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def _run_section(
@@ -330,14 +376,16 @@ async def _drive(
     steps: Generator[Any, None, Any],
     emit: Callable[[StreamItem], Any],
     buffer: int,
+    fan_out: Optional[FanOut] = None,
 ) -> Any:
     """Drive a walk to its end in this task, calling `emit(item)` for each item (and awaiting
     what it returns, if awaitable); returns the walk's return value. Owns the task group for
-    any parallel section inside."""
+    any parallel section inside (a section's branches are driven without `fan_out`: only
+    the run's own sections fan out)."""
     ending = RunEnd()
     error: Optional[BaseException] = None
     async with anyio.create_task_group() as group:  # (a paused run's handle is its return)
-        items = _pull(steps, group, ending, buffer)
+        items = _pull(steps, group, ending, buffer, fan_out)
         try:
             async for item in items:
                 result = emit(item)
@@ -362,6 +410,7 @@ async def run(
     max_steps: Optional[int] = None,
     buffer: int = DEFAULT_BUFFER,
     steps: Optional[Generator[Any, None, Any]] = None,
+    fan_out: Optional[FanOut] = None,
     **options: Any,
 ) -> Any:
     """Run `root` to its end on the running event loop; return the final action (a Paused
@@ -370,7 +419,7 @@ async def run(
     `on_chunk` / `on_event` are called (and awaited, if they return an awaitable) with every
     chunk and event (and interrupt) as it comes; without them, chunks are not even made.
     `options`: walk's `progress`, `pause_before`, `stop`, `checkpoint`, `resume_from`,
-    `answers`. `steps`: a walk to drive instead (a resumed one).
+    `answers`. `steps`: a walk to drive instead (a resumed one). `fan_out`: see FlowStream.
     """
     if steps is None:
         steps = walk(
@@ -388,7 +437,7 @@ async def run(
         callback: Optional[Callable[[Any], Any]] = on_chunk if type(item) is Chunk else on_event
         return None if callback is None else callback(item)
 
-    ended = await _drive(steps, emit, buffer)
+    ended = await _drive(steps, emit, buffer, fan_out)
     return ended
 
 
@@ -427,6 +476,14 @@ class FlowStream(Ended):
 
     `action` is the final action once the stream is exhausted (`finished` says so), else None;
     `paused` is the Paused handle when the run paused (it yielded an Interrupt).
+
+    `fan_out`, a hook for running a parallel batch node's items in other processes (what
+    scale.dbos_runs gives it): called with each `Parallel` request of the run's own walk
+    that holds a node's items (`request.node` set; never for a batch flow's param sets, nor
+    for a section inside a parallel branch, nor one resumed after a pause). It returns None
+    (the items run here, as without it) or an async iterator: its items reach the consumer,
+    and by its end it has put the results, in input order, in `request.result`; an
+    exception it raises fails the section, as a failing item's would.
     """
 
     def __init__(
@@ -439,6 +496,7 @@ class FlowStream(Ended):
         max_steps: Optional[int] = None,
         buffer: int = DEFAULT_BUFFER,
         steps: Optional[Generator[Any, None, Any]] = None,
+        fan_out: Optional[FanOut] = None,
         **options: Any,
     ) -> None:
         if buffer < 0:
@@ -455,6 +513,7 @@ class FlowStream(Ended):
             )
         self._steps = steps
         self._buffer = buffer
+        self._fan_out = fan_out
         self._group: Optional[TaskGroup] = None
         self._items: Optional[AsyncGenerator[StreamItem, None]] = None
         self._ending = RunEnd()
@@ -488,7 +547,7 @@ class FlowStream(Ended):
 
     def __aiter__(self) -> AsyncGenerator[StreamItem, None]:
         if self._items is None:
-            self._items = _pull(self._steps, self._group, self._ending, self._buffer)
+            self._items = _pull(self._steps, self._group, self._ending, self._buffer, self._fan_out)
         return self._items
 
     async def __anext__(self) -> StreamItem:
@@ -601,11 +660,15 @@ def _needs_a_task_group(request: Parallel) -> FlowError:
 
 
 def _resume_stream(
-    paused: Paused, answers: Optional[Any] = None, *, buffer: int = DEFAULT_BUFFER
+    paused: Paused,
+    answers: Optional[Any] = None,
+    *,
+    buffer: int = DEFAULT_BUFFER,
+    fan_out: Optional[FanOut] = None,
 ) -> FlowStream:
     paused._go_on(answers, driver=True)
     steps = engine._walk(paused._root, paused._shared, paused._options, paused._stack)
-    return FlowStream(paused._root, paused._shared, buffer=buffer, steps=steps)
+    return FlowStream(paused._root, paused._shared, buffer=buffer, steps=steps, fan_out=fan_out)
 
 
 async def _resume_run(
@@ -615,6 +678,7 @@ async def _resume_run(
     on_chunk: Optional[Callable[[Chunk], Any]] = None,
     on_event: Optional[Callable[[Any], Any]] = None,
     buffer: int = DEFAULT_BUFFER,
+    fan_out: Optional[FanOut] = None,
 ) -> Any:
     paused._go_on(answers, driver=True)
     steps = engine._walk(paused._root, paused._shared, paused._options, paused._stack)
@@ -625,6 +689,7 @@ async def _resume_run(
         on_event=on_event,
         buffer=buffer,
         steps=steps,
+        fan_out=fan_out,
     )
 
 

@@ -29,7 +29,10 @@ The hot path: a plain Node with one attempt and no events to report runs inline
 (`_run_plain`), with no frame and no generator.
 
 A parallel batch is one `Parallel` request whose branches are walks of their own: one
-`NodeFrame` per item, or one `FlowFrame` per param set, each ending where its item ends.
+`NodeFrame` per item, or one `FlowFrame` per param set, each ending where its item ends. A
+node's section also carries the node, its items and its origin, so a driver may run the items
+in other processes instead (scale.dbos_runs fans them out), each walked there by `walk_item`:
+the same branch walk, one item, no second engine.
 
 Pausing (README, "Pause and resume"; interrupts.py): a node asks (`yield Ask(...)` in
 exec_stream, `ask()` in exec, an AskNode) or the flow reaches a node in `pause_before`; the
@@ -65,6 +68,7 @@ from .errors import (
     _not_a_generator,
     _not_awaitable,
     attach_node_path,
+    describe_path,
 )
 from .events import (
     Ask,
@@ -126,6 +130,7 @@ __all__ = [
     "STREAM",
     "FLOW",
     "walk",
+    "walk_item",
     "drain",
     "next_node",
     "node_name",
@@ -564,6 +569,74 @@ def _run_items_in_parallel(
         frame.index = frame.count
 
 
+def walk_item(
+    node: Any,
+    item: Any,
+    index: int,
+    origin: Origin,
+    *,
+    chunks: bool = True,
+    events: bool = False,
+    shift: int = 0,
+) -> Generator[Any, None, Any]:
+    """One item of a parallel batch node, walked on its own as its section's branch is
+    (retries, waits, fallback included), under an async driver (it yields Requests). Returns
+    the item's result; raises what the item raised after its last attempt, marked with the
+    node's path. For a driver hook that runs a section's items in other processes (async
+    driver, `fan_out`): `node` is a copy with its params set, `origin` the node's Origin
+    (chunks carry it and `index`, as in the section).
+
+    `shift` > 0: the item may have been running when its process died; it runs as a new
+    attempt (attempts numbered from `shift`), and with `events` a Retry for attempt shift-1
+    with the interrupted reason comes first, as for a node resumed after a crash. An item
+    that asks cannot pause on its own: FlowError.
+    """
+    options = _Options(chunks, events, None, None, True)
+    options.sections = 1  # a branch's walk: it never saves and is not the run's own walk
+    items: Any = _OneItem(index, item)  # (a frame only measures its items and indexes them)
+    twin = NodeFrame(node, origin, None, chunks, items)
+    twin.index = index
+    twin.driven = bool(node._async or node.in_thread)
+    twin.branch = True
+    twin.shift = shift
+    return _walk_one_item(twin, options)
+
+
+def _walk_one_item(twin: NodeFrame, options: _Options) -> Generator[Any, None, Any]:
+    if twin.shift and options.events:
+        origin = twin.origin
+        yield Retry(
+            origin.name, origin.path, twin.index, twin.shift - 1, _INTERRUPTED, origin.batch, None
+        )
+    result = yield from _walk(None, None, options, [twin])
+    if type(result) is _BranchPaused:
+        _close_suspended(result.stack)
+        error = FlowError(
+            f"item {twin.index} of the parallel batch {describe_path(twin.origin.path)} asked "
+            f"for input ({twin.pending!r}), but it runs on its own, away from its run, and "
+            "cannot pause there. Run this node's items in the run's own process."
+        )
+        _mark(error, twin.origin.path)
+        raise error
+    return result
+
+
+class _OneItem:
+    """The items of a branch walked on its own: only its own, at its index."""
+
+    __slots__ = ("index", "item")
+
+    def __init__(self, index: int, item: Any) -> None:
+        self.index = index
+        self.item = item
+
+    def __len__(self) -> int:
+        return self.index + 1
+
+    def __getitem__(self, index: int) -> Any:
+        return self.item
+
+
 def _run_branches(
     frame: Any,
     shared: Any,
@@ -596,9 +669,14 @@ def _run_branches(
     def name(k: int) -> str:
         return label(runs[k])
 
-    path = frame.origin.path if type(frame) is NodeFrame else _own_path(frame)
-    limit = frame.node.max_concurrency if type(frame) is NodeFrame else frame.flow.max_concurrency
-    request = Parallel(len(runs), branch, name, path, limit, progress, runs)
+    if type(frame) is NodeFrame:
+        path, limit = frame.origin.path, frame.node.max_concurrency
+        request = Parallel(len(runs), branch, name, path, limit, progress, runs)
+        if frame.branches is None:  # every item, none run yet: what a fan-out hands on
+            request.node, request.items, request.origin = frame.node, frame.items, frame.origin
+    else:
+        path, limit = _own_path(frame), frame.flow.max_concurrency
+        request = Parallel(len(runs), branch, name, path, limit, progress, runs)
     options.sections += 1
     try:
         yield request

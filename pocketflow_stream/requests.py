@@ -7,7 +7,7 @@ file knows nothing of frames or the walk, and the walk nothing of event loops.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generator, List, Optional, Tuple
+from typing import Any, Callable, Generator, List, Optional, Sequence, Tuple
 
 from .events import Ask, Origin
 from .interrupts import StopSignal, _Answers
@@ -113,9 +113,27 @@ class Parallel(Request):
     branch fails, the driver cancels the others and records that branch's exception, marked
     with `label(index)`, `path` and its item number `indexes[index]`. `progress(done)`, when
     given, makes an item for the consumer after each branch that finished.
+
+    `node`, `items`, `origin`: set when the branches are a parallel batch node's items, all
+    of them, none run yet (None for a batch flow's param sets and for a section resumed after
+    a pause): the node (a copy, its params set), its items and its Origin. They are what a
+    driver needs to run the items elsewhere (the async driver's `fan_out` hook hands them to
+    other processes, which walk each item with `engine.walk_item`); a driver that runs the
+    branches here never reads them.
     """
 
-    __slots__ = ("count", "branch", "label", "path", "limit", "progress", "indexes")
+    __slots__ = (
+        "count",
+        "branch",
+        "label",
+        "path",
+        "limit",
+        "progress",
+        "indexes",
+        "node",
+        "items",
+        "origin",
+    )
 
     def __init__(
         self,
@@ -126,6 +144,9 @@ class Parallel(Request):
         limit: Optional[int],
         progress: Optional[Callable[[int], Any]] = None,
         indexes: Optional[List[int]] = None,
+        node: Any = None,
+        items: Optional[Sequence[Any]] = None,
+        origin: Optional[Origin] = None,
     ) -> None:
         super().__init__()
         self.count = count
@@ -135,3 +156,6 @@ class Parallel(Request):
         self.limit = limit
         self.progress = progress
         self.indexes = list(range(count)) if indexes is None else indexes
+        self.node = node
+        self.items = items
+        self.origin = origin

@@ -31,33 +31,114 @@ What the store says and what DBOS guarantees, kept apart:
   (`executor_id`), so a supervisor that restarts a worker under its id gets that worker's
   in-flight segments back (DBOS recovers a dead executor's workflows only there).
 
-Not here: fan-out of a parallel batch node's items to other workers (each a workflow of its
-own) — the items of a segment's parallel batches run in the segment's process, as in a plain
-run (README "Distributed runs (DBOS)" says what is and is not promised).
+Fan-out of a parallel batch node's items (`fan_out=True`, or a collection of node names):
+- Each item of the batch is one durable DBOS workflow of its own (`ITEM_WORKFLOW`, registered
+  beside the segment's), on a queue of its own (`items_queue`, `item_concurrency` per worker),
+  so segments waiting for their items never take the slots the items need. The segment's
+  async driver hands the section to a hook (async_driver's `fan_out`): the engine still
+  decides everything up to the section and after it; the hook only carries the items away.
+- An item's workflow id is `f"{run_id}:{seq}:{node path}:{index}:{digest}"`: `seq` is the
+  store's checkpoint the section started after (the same when a recovered segment comes
+  back to the section, another when a loop visits the node again), `digest` 12 hex digits
+  of the item's SHA-256 over its canonical JSON (a re-run prep that made other items makes
+  other workflows). Enqueued through DBOSClient (nothing in the segment workflow's own log)
+  with the same id again, DBOS returns the workflow it has: a finished item's stored result
+  is used, it never runs again.
+- On any worker, the item's workflow finds the node in the flow it launched (by its path of
+  node ids), copies it, sets the params the section had, and walks that one item with the
+  engine's own branch walk (`engine.walk_item`: retries, waits, fallback as in a local
+  section). DBOS counts each dispatch in `recovery_attempts`: more than one means the item
+  was in flight on a worker that died; it runs again as a new attempt (its chunks numbered
+  from the next attempt, a Retry with the interrupted reason first, as for a node resumed
+  after a crash). With `events`, its chunks go to the run's Redis stream from that worker,
+  tagged with the node's path and the item's index as in a local run.
+- The segment waits for the items (polling DBOS's table from a worker thread, never blocking
+  its event loop) and hands the results to the engine in input order. The first failed
+  item fails the section, as a local item does: FanOutItemFailed, marked with the node's
+  path and `batch_item` (the app's exception type does not cross processes: its name and
+  message do). The other items' workflows that have not started are cancelled; those running
+  finish on their workers and their results are not used. A resumed failed run has a new
+  seq: all its items run again.
+- Inputs and outputs are JSON only: run id, seq, node path, index, and the item, the params
+  and the result strictly encoded with the run's codecs (tuples carried as in checkpoints). A
+  non-JSON item stops the run with NotJSONError naming the node and the item.
+- Not fanned out (they run in the segment's process, as in a plain run): a parallel batch
+  flow's param sets, a parallel batch node inside a parallel branch (its ids would not tell
+  the branches apart), and the rest of a section resumed after a pause. A fanned-out item
+  cannot pause: an item that asks fails with FlowError; leave such nodes out of `fan_out`.
+- Like segments, items in flight on a dead worker are recovered only when a worker with its
+  executor id launches again; side effects of an item that runs again happen again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+)
 
 import anyio
+import anyio.to_thread
 
+from .. import async_driver
+from ..engine import FLOW, Parallel, fingerprint, graph_nodes, node_name, walk_item
+from ..errors import FlowError, add_note, attach_node_path, describe_path
+from ..events import Origin, freeze_params
 from ..nodes import BaseNode
 from ..persist.runs import DurableRuns, RunFinished, RunState, UnknownInterrupt, new_run_id
 from ..persist.store import RunBusy, RunNotFound, Store
-from ..persist.strict_json import CheckpointError, Codecs, decode, encode
+from ..persist.strict_json import CheckpointError, Codecs, NotJSONError, decode, encode
 
-__all__ = ["DistributedRuns", "Submission", "SEGMENT_WORKFLOW"]
+__all__ = [
+    "DistributedRuns",
+    "Submission",
+    "FanOutItemFailed",
+    "SEGMENT_WORKFLOW",
+    "ITEM_WORKFLOW",
+]
 
 SEGMENT_WORKFLOW = "pocketflow_stream.segment"
+ITEM_WORKFLOW = "pocketflow_stream.item"
+_ENDED = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
 # The DistributedRuns a worker process launched: the workflows below find their flow here.
 # One per process (DBOS is one app per process).
 _launched: Dict[str, DistributedRuns] = {}
 _registered = threading.Lock()
 _workflows: Dict[str, Any] = {}
+
+
+class FanOutItemFailed(RuntimeError):
+    """A fanned-out item of a parallel batch failed on its worker, after its retries and
+    fallback there. `batch_item`: its index; `workflow_id`: its DBOS workflow; `error_type`:
+    the class name of what it raised (the class itself does not cross processes: DBOS keeps
+    an error as JSON, a name and a message); `node_path`: the node's path."""
+
+    def __init__(
+        self,
+        message: str,
+        batch_item: Optional[int] = None,
+        workflow_id: Optional[str] = None,
+        error_type: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.batch_item = batch_item
+        self.workflow_id = workflow_id
+        self.error_type = error_type
+        # what DBOS keeps of it beside the message (its portable JSON takes `data`)
+        self.data = {"item": batch_item, "type": error_type}
 
 
 class Submission:
@@ -101,7 +182,14 @@ def _register_workflows() -> Dict[str, Any]:
         def segment(app: str, run_id: str, seq: int, answers: Dict[str, Any]) -> Dict[str, Any]:
             return _worker(app)._run_segment(run_id, seq, answers)
 
+        @dbos.DBOS.workflow(name=ITEM_WORKFLOW, serialization_type=portable)  # type: ignore[untyped-decorator]
+        def item(
+            app: str, run_id: str, seq: int, path: List[str], index: int, given: Dict[str, Any]
+        ) -> Dict[str, Any]:
+            return _worker(app)._run_item(run_id, seq, path, index, given)
+
         _workflows["segment"] = segment
+        _workflows["item"] = item
         return _workflows
 
 
@@ -129,6 +217,11 @@ class DistributedRuns:
       (a supervisor restarts a worker under the same id); `name`: the DBOS app name.
     - `codecs`, `ttl`, `run_options`: as DurableRuns (`ttl` is the store lease a recovered
       segment waits out before it takes a dead worker's run over).
+    - `fan_out`: False (the default: a parallel batch node's items run in the segment's
+      process), True (every parallel batch node of the run's own walk fans its items out,
+      one DBOS workflow each; see the module doc), or the names (ids) of the nodes that do.
+      `items_queue`, `item_concurrency`: the DBOS queue of the items and how many items one
+      worker runs at once.
     """
 
     def __init__(
@@ -147,9 +240,20 @@ class DistributedRuns:
         polling_interval: float = 1.0,
         codecs: Optional[Codecs] = None,
         ttl: float = 30.0,
+        fan_out: Union[bool, Collection[str]] = False,
+        items_queue: str = "pocketflow_stream.items",
+        item_concurrency: int = 4,
         **run_options: Any,
     ) -> None:
         self.runs = DurableRuns(flow, store, codecs=codecs, ttl=ttl, **run_options)
+        if isinstance(fan_out, str):  # one name, not a set of characters
+            fan_out = (fan_out,)
+        self.fan_out: Union[bool, frozenset[str]] = (
+            fan_out if isinstance(fan_out, bool) else frozenset(fan_out)
+        )
+        self.items_queue = items_queue
+        self.item_concurrency = item_concurrency
+        fingerprint(flow)  # gives every node its id: items find their node by its path
         self.flow = flow
         self.store = store
         self.system_database_url = system_database_url
@@ -164,6 +268,7 @@ class DistributedRuns:
         self.codecs = codecs
         self.is_async = _has_async(flow)
         self._client: Any = None
+        self._client_lock = threading.Lock()
         self._launched = False
         _register_workflows()
 
@@ -198,6 +303,12 @@ class DistributedRuns:
             worker_concurrency=self.worker_concurrency,
             polling_interval_sec=self.polling_interval,
         )
+        if self.fan_out:
+            dbos.DBOS.register_queue(
+                self.items_queue,
+                worker_concurrency=self.item_concurrency,
+                polling_interval_sec=self.polling_interval,
+            )
         self._launched = True
 
     def shutdown(self) -> None:
@@ -269,6 +380,10 @@ class DistributedRuns:
         return Submission(run_id, workflow_id, True)
 
     def _dbos_client(self) -> Any:
+        with self._client_lock:  # (segments and items call it from their threads)
+            return self._make_client()
+
+    def _make_client(self) -> Any:
         if self._client is None:
             dbos = _dbos()
             from dbos._serialization import DBOSPortableJSON
@@ -296,6 +411,14 @@ class DistributedRuns:
             workflow_id_prefix=f"{run_id}:", name=SEGMENT_WORKFLOW, load_input=False
         )
         return sorted(found, key=lambda status: status.created_at or 0)
+
+    def items(self, run_id: str) -> List[Any]:
+        """The run's fanned-out item workflows (DBOS WorkflowStatus; `recovery_attempts`
+        counts their dispatches), oldest first."""
+        found: List[Any] = self._dbos_client().list_workflows(
+            workflow_id_prefix=f"{run_id}:", name=ITEM_WORKFLOW, load_input=False
+        )
+        return sorted(found, key=lambda status: (status.created_at or 0, status.workflow_id))
 
     def wait(self, run_id: str, timeout: Optional[float] = None, poll: float = 0.05) -> RunState:
         """Wait until the run's latest segment has ended (paused, done, failed, stopped),
@@ -359,7 +482,23 @@ class DistributedRuns:
             pass
 
     async def _drive_async(self, run_id: str, answers: Dict[str, Any]) -> None:
-        run = self.runs.resume_async(run_id, answers)
+        runs = self.runs
+        if self.fan_out:  # the segment's own runs: its walk gets the fan-out hook
+            segment: List[Any] = []
+            hook = self._fan_out_hook(run_id, lambda: segment[0].seq)
+            runs = DurableRuns(
+                self.flow,
+                self.store,
+                codecs=self.codecs,
+                max_bytes=self.runs.max_bytes,
+                ttl=self.runs.ttl,
+                owner=self.runs.owner,
+                fan_out=hook,
+                **self.runs.run_options,
+            )
+        run = runs.resume_async(run_id, answers)
+        if self.fan_out:
+            segment.append(run)
         if self.events is None:
             async with run:
                 async for _ in run:
@@ -375,6 +514,216 @@ class DistributedRuns:
 
         assert self.events is not None
         return RunEvents(redis.Redis.from_url(self.events), run_id)
+
+    # -- fan-out: the segment's side --------------------------------------------------------
+
+    def _fan_out_hook(self, run_id: str, seq: Callable[[], int]) -> async_driver.FanOut:
+        """The async driver's hook for this segment: the sections of the nodes that fan out
+        go to `_items_away`, with the store's seq at the section's start."""
+
+        def fan_out(request: Parallel) -> Optional[AsyncIterator[Any]]:
+            origin = request.origin
+            assert origin is not None and request.items is not None  # a node's items
+            if self.fan_out is not True and origin.name not in self.fan_out:  # type: ignore[operator]
+                return None
+            return self._items_away(request, run_id, seq())
+
+        return fan_out
+
+    async def _items_away(self, request: Parallel, run_id: str, seq: int) -> AsyncIterator[Any]:
+        """Enqueue one item workflow per item (the same ids as before, when a recovered
+        segment comes back here), wait for them, put their results in `request.result` in
+        input order (Progress after each one when the run wants it)."""
+        assert request.origin is not None and request.items is not None
+        path = list(request.origin.path)
+        where = describe_path(path)
+        codecs = self.runs.position_codecs
+        shared_part: Dict[str, Any] = {
+            "params": encode(dict(request.node.params), codecs, root="params", writer=where),
+            "batch": None,
+        }
+        if request.origin.batch is not None:
+            batch = dict(request.origin.batch)
+            shared_part["batch"] = encode(batch, codecs, root="batch params", writer=where)
+        ids: List[str] = []
+        inputs: List[Dict[str, Any]] = []
+        for index, item in enumerate(request.items):
+            try:
+                encoded = encode(item, codecs, root=f"item {index}", writer=where)
+            except NotJSONError as exc:
+                raise NotJSONError(
+                    f"node {where!r} fans its items out to DBOS workers, which take JSON only, "
+                    f"and its prep made one that is not ({exc}). Make its items JSON (or "
+                    f"register a codec for their type), or leave the node out of "
+                    f"DistributedRuns(fan_out=...): its items then run in the segment's process.",
+                    exc.path,
+                    exc.writer,
+                ) from None
+            canonical = json.dumps(encoded, sort_keys=True, separators=(",", ":"))
+            digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+            ids.append(f"{run_id}:{seq}:{'/'.join(path)}:{index}:{digest}")
+            inputs.append({**shared_part, "item": encoded})
+        await anyio.to_thread.run_sync(self._enqueue_items, run_id, seq, path, ids, inputs)
+        results: List[Any] = [None] * len(ids)
+        waiting = dict(enumerate(ids))
+        done = 0
+        while waiting:
+            statuses = await anyio.to_thread.run_sync(self._item_statuses, list(waiting.values()))
+            for index, workflow_id in list(waiting.items()):
+                status = statuses.get(workflow_id)
+                if status is None or status.status not in _ENDED:
+                    continue
+                if status.status != "SUCCESS":
+                    del waiting[index]
+                    left = list(waiting.values())
+                    await anyio.to_thread.run_sync(self._cancel_items, left)
+                    raise _item_failure(status, index, path)
+                results[index] = decode(status.output["result"], codecs)
+                del waiting[index]
+                done += 1
+                if request.progress is not None:
+                    yield request.progress(done)
+            if waiting:
+                await anyio.sleep(self.polling_interval)
+        request.result = results
+
+    def _enqueue_items(
+        self,
+        run_id: str,
+        seq: int,
+        path: List[str],
+        ids: Sequence[str],
+        inputs: Sequence[Dict[str, Any]],
+    ) -> None:
+        client = self._dbos_client()
+        for index, (workflow_id, given) in enumerate(zip(ids, inputs)):
+            options: Any = {
+                "queue_name": self.items_queue,
+                "workflow_name": ITEM_WORKFLOW,
+                "workflow_id": workflow_id,  # there already: DBOS keeps the one it has
+                "app_version": self.app_version,
+            }
+            client.enqueue(options, self.name, run_id, seq, path, index, given)
+
+    def _item_statuses(self, ids: List[str]) -> Dict[str, Any]:
+        found = self._dbos_client().list_workflows(workflow_ids=ids, load_input=False)
+        return {status.workflow_id: status for status in found}
+
+    def _cancel_items(self, ids: List[str]) -> None:
+        if ids:  # (DBOS leaves a finished workflow as it is)
+            self._dbos_client().cancel_workflows(ids)
+
+    # -- fan-out: the item's side -----------------------------------------------------------
+
+    def _run_item(
+        self, run_id: str, seq: int, path: List[str], index: int, given: Dict[str, Any]
+    ) -> Dict[str, Any]:
+        """The item workflow's body: walk one item of the node at `path` (a copy, with the
+        section's params) on this worker; a second dispatch of the workflow (its worker
+        died with the item in flight) runs it as a new attempt."""
+        dbos = _dbos()
+        workflow_id = dbos.DBOS.workflow_id
+        found = self._dbos_client().list_workflows(  # through the client: not a step
+            workflow_ids=[workflow_id], load_input=False, load_output=False
+        )
+        dispatches = (found[0].recovery_attempts or 1) if found else 1
+        shift = max(dispatches - 1, 0)
+        codecs = self.runs.position_codecs
+        where = describe_path(path)
+        try:
+            node = _copy_of(self._node_at(path))
+            node.set_params(decode(given["params"], codecs))
+            origin: Optional[Origin] = None
+            for name in path[:-1]:
+                origin = Origin(name, origin)
+            batch = given.get("batch")
+            frozen = None if batch is None else freeze_params(decode(batch, codecs))
+            origin = Origin(path[-1], origin, frozen)
+            item = decode(given["item"], codecs)
+            result = anyio.run(self._walk_item, run_id, node, item, index, origin, shift)
+            encoded = encode(result, codecs, root=f"the result of item {index}", writer=where)
+        except Exception as exc:
+            raise FanOutItemFailed(
+                f"{type(exc).__name__}: {exc}", index, workflow_id, type(exc).__name__
+            ) from exc
+        return {"result": encoded, "attempt": shift, "executor": self.executor_id}
+
+    async def _walk_item(
+        self, run_id: str, node: Any, item: Any, index: int, origin: Origin, shift: int
+    ) -> Any:
+        publisher = None
+        if self.events is not None:
+            publisher = self._publisher(run_id)
+            publisher.inline = False  # sent from its timer thread, never on the event loop
+        emit = None if publisher is None else publisher.add
+        events = emit is not None and bool(self.runs.run_options.get("events"))
+        steps = walk_item(
+            node, item, index, origin, chunks=emit is not None, events=events, shift=shift
+        )
+        try:
+            return await async_driver.run(node, None, on_chunk=emit, on_event=emit, steps=steps)
+        finally:
+            if publisher is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(publisher.flush)
+
+    def _node_at(self, path: Sequence[str]) -> Any:
+        """The node at `path` (node ids from the flow run down to it) in this worker's flow."""
+        if self.flow._kind is not FLOW:
+            if list(path) == [node_name(self.flow)]:
+                return self.flow
+            raise _no_node(path, self.flow)
+        flow: Any = self.flow
+        node: Any = None
+        for depth, name in enumerate(path):
+            if depth:
+                if node._kind is not FLOW:
+                    raise _no_node(path, self.flow)
+                flow = node
+            node = next((each for each in graph_nodes(flow) if node_name(each) == name), None)
+            if node is None:
+                raise _no_node(path, self.flow)
+        return node
+
+
+def _copy_of(node: Any) -> Any:
+    import copy
+
+    return copy.copy(node)
+
+
+def _no_node(path: Sequence[str], flow: Any) -> FlowError:
+    return FlowError(
+        f"this worker's flow {node_name(flow)!r} has no node at {describe_path(path)}, which a "
+        f"fanned-out item names: every worker must launch the same graph (pin app_version "
+        f"per graph, so that a deploy of another one does not take the old items)"
+    )
+
+
+def _item_failure(status: Any, index: int, path: List[str]) -> FanOutItemFailed:
+    error = status.error
+    data = getattr(error, "data", None)
+    kind = data.get("type") if isinstance(data, dict) else None
+    if status.status == "ERROR":
+        told = str(error) if error is not None else "an error DBOS did not keep"
+    elif status.status == "CANCELLED":
+        told = "its workflow was cancelled"
+    else:
+        told = f"its workflow ended as {status.status}"
+    failure = FanOutItemFailed(
+        f"item {index} of the parallel batch {describe_path(path)!r} failed on worker "
+        f"{status.executor_id!r} (DBOS workflow {status.workflow_id!r}): {told}",
+        index,
+        status.workflow_id,
+        kind,
+    )
+    attach_node_path(failure, tuple(path))
+    add_note(
+        failure,
+        "the section failed; its other items' workflows not started yet were cancelled, "
+        "those running finish on their workers, their results unused",
+    )
+    return failure
 
 
 def _summary(status: str, seq: int, error: Optional[str]) -> Dict[str, Any]:
