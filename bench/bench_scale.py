@@ -28,18 +28,25 @@ Three set-ups, each with its own DBOS app and queue, its workers launched afresh
    (wide: all 2C runs in one process). The client stamps each chunk on arrival.
 
 Rounds alternate the set-ups' order (one, two, wide, then the reverse); each figure is the
-median of its rounds. Before a set-up is measured, short warm-up runs go until each of its
-workers has run one (a worker starts polling its queue up to a second after launch).
+median of its rounds, with the rounds' range. Before a set-up is measured, short warm-up runs
+go until each of its workers has run one (a worker's queue thread may start polling up to a
+second after launch). `--concurrency C` (default 4); `--quick`: 2 rounds instead of 5, fewer
+runs and chunks. Line 1 also shows where a run's time goes in its worker, from DBOS's
+timestamps and the flow's own: DBOS dequeued -> first node ran | the flow | last node -> DBOS
+completed; the rest of a slot's cycle is the wait for the next poll of the queue.
 
-What a 2-core machine can and cannot show: the run workers, Postgres, Redis, the uvicorn
-relay, the SSE clients and this process share the two cores. Because the runs mostly sleep
-(model I/O), two workers' gain in 1 is mostly their extra slots — "wide" gets about the same
-from one process — and the bench prints the runs/s the sleeps alone would allow for scale.
-What one Python process cannot do (run its segments' CPU work in parallel, past the GIL) a
-second process can only on spare cores, and there are none to spare here: a gain of two over
-wide, or a lower chunk delay with two workers, needs CPU-bound nodes and more cores than this
-machine has. The delays are also floored by RunEvents' `linger` (5 ms) and bounded below by
-the DBOS polling interval nowhere (polling delays a run's start, not its chunks).
+What a 2-core machine can and cannot show: the run workers, Postgres, Redis, the uvicorn relay,
+the SSE clients and this process share the two cores, with whatever else runs on the machine
+(the load average is printed). The runs mostly sleep (model I/O), so 1 shows what DBOS's queue
+does with more slots, whether they come from a second worker or from a wider one ("wide"), and
+what a segment costs besides its flow, beside the runs/s the sleeps alone would allow. It
+cannot show what a second process gains on CPU-bound nodes (the GIL's limit, which a second
+process lifts only with a core to spare): here both would take turns on cores already busy
+with Postgres, Redis and the relay. In 2 the delay is floored by RunEvents' `linger` (5 ms:
+at one chunk per 10 ms, each chunk waits the whole linger) and its tail is set by stalls that
+hold up every stream at once (a core taken by other work, a pause in the relay or in this
+process), whichever worker made the chunk: the p99 of a few hundred delays a round moves a
+lot between rounds (see the range), and a p99 ratio far from 1 in one sitting is no finding.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # measure this checkout (the workers run this file too)
@@ -77,6 +84,7 @@ def make_flow() -> Any:
     class Prompt(Node):
         def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
             shared["prompt"] = f"question {shared['n']}"
+            shared["began"] = time.time()  # the flow's first node ran (in the worker)
 
     class Model(StreamNode):
         def prep(self, shared: Any) -> Any:
@@ -97,6 +105,7 @@ def make_flow() -> Any:
     class Answer(Node):
         def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
             shared["answer"] = f"{shared['streamed']} chunks"
+            shared["ended"] = time.time()  # its last node ran
 
     prompt, model, answer = Prompt(name="prompt"), Model(name="model"), Answer(name="answer")
     prompt >> model >> answer
@@ -263,10 +272,11 @@ class Setup:
         run_id = run_id or self.bench.new_run_id()
         return str(self.runs.start(shared, run_id=run_id))
 
-    def finish(self, run_id: str, chunks: int) -> None:
+    def finish(self, run_id: str, chunks: int) -> Any:
         state = self.runs.wait(run_id, timeout=120, poll=WAIT_POLL)
         if state.status != "done" or state.shared.get("streamed") != chunks:
             raise SystemExit(f"bench_scale: run {run_id} ended {state!r}, {state.shared!r}")
+        return state
 
 
 class Bench:
@@ -354,13 +364,28 @@ class Bench:
 # -- the measures --------------------------------------------------------------------------------
 
 
-def runs_per_second(setup: Setup, runs: int, chunks: int, pace: float) -> float:
-    """`runs` runs started at once; runs/s from the first start to the last wait."""
+def runs_per_second(setup: Setup, runs: int, chunks: int, pace: float) -> Tuple[float, List[float]]:
+    """`runs` runs started at once: runs/s from the first start to the last wait, and where
+    a run's time went (medians, ms): queued (DBOS created -> dequeued), dispatch (dequeued
+    -> the first node ran), flow (first node -> last node), close (-> DBOS completed)."""
     started = time.perf_counter()
     ids = [setup.start(chunks, pace) for _ in range(runs)]
-    for run_id in ids:
-        setup.finish(run_id, chunks)
-    return runs / (time.perf_counter() - started)
+    states = [setup.finish(run_id, chunks) for run_id in ids]
+    elapsed = time.perf_counter() - started
+    parts = []
+    for state in states:  # (after the clock stopped)
+        status = setup.runs.segments(state.run_id)[-1]
+        ended = status.completed_at or status.updated_at
+        began, done = state.shared["began"] * 1000.0, state.shared["ended"] * 1000.0
+        parts.append(
+            (
+                status.dequeued_at - status.created_at,
+                began - status.dequeued_at,
+                done - began,
+                ended - done,
+            )
+        )
+    return runs / elapsed, [statistics.median(part) for part in zip(*parts)]
 
 
 async def read_run(client: Any, base: str, run_id: str, connected: Any) -> List[float]:
@@ -424,7 +449,8 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
     c = options.concurrency
     rounds = 2 if options.quick else 5
     n_runs, chunks, pace = (24, 20, 0.01) if options.quick else (64, 20, 0.01)
-    delay_chunks = 40 if options.quick else 150
+    delay_chunks = 60 if options.quick else 200
+    load_before = os.getloadavg()[0]
     bench = Bench(postgres, redis_url, folder)
     setups: List[Setup] = []
     try:
@@ -436,58 +462,73 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
         )
         setups = [one, two, wide]
         rps: Dict[str, List[float]] = {s.key: [] for s in setups}
-        p50: Dict[str, List[float]] = {"two": [], "wide": []}
-        p99: Dict[str, List[float]] = {"two": [], "wide": []}
+        took: Dict[str, List[List[float]]] = {s.key: [] for s in setups}
+        p50: Dict[str, List[float]] = {"wide": [], "two": []}
+        p99: Dict[str, List[float]] = {"wide": [], "two": []}
         for number in range(rounds):
             order = setups if number % 2 == 0 else setups[::-1]
             for setup in order:
                 setup.up()
                 try:
-                    rps[setup.key].append(runs_per_second(setup, n_runs, chunks, pace))
+                    per_second, segment = runs_per_second(setup, n_runs, chunks, pace)
+                    rps[setup.key].append(per_second)
+                    took[setup.key].append(segment)
                     if setup.key in p99:
                         delays = asyncio.run(chunk_delays(setup, 2 * c, delay_chunks, pace))
                         p50[setup.key].append(quantile(delays, 0.50))
                         p99[setup.key].append(quantile(delays, 0.99))
                 finally:
                     setup.down()
-        med = {k: statistics.median(v) for k, v in rps.items()}
-        m50 = {k: statistics.median(v) for k, v in p50.items()}
-        m99 = {k: statistics.median(v) for k, v in p99.items()}
+        load_after = os.getloadavg()[0]
     finally:
         bench.clean(setups)
 
+    med = {k: statistics.median(v) for k, v in rps.items()}
+    m50 = {k: statistics.median(v) for k, v in p50.items()}
+    m99 = {k: statistics.median(v) for k, v in p99.items()}
     model = chunks * pace
     print(
         f"DistributedRuns on Postgres (store, DBOS) and Redis (events), {os.cpu_count()} cores; "
-        f"{rounds} rounds (medians), set-ups in alternating order; DBOS polling {POLL:g} s"
+        f"{rounds} rounds, set-ups in alternating order: medians (and the rounds' range)"
+    )
+    print(f"load average (1 min) before {load_before:.2f}, after {load_after:.2f}")
+    print(
+        f"a run: 3 nodes; its StreamNode streams {chunks} chunks {pace * 1000:g} ms apart "
+        f"({model * 1000:.0f} ms of model I/O); workers poll DBOS's queue every {POLL:g} s"
     )
     print(
-        f"a run: 3 nodes, its StreamNode streams {chunks} chunks {pace * 1000:g} ms apart "
-        f"({model * 1000:.0f} ms of model I/O)"
+        f"1. runs/s, {n_runs} runs started at once [what the sleeps alone would allow]; in the "
+        f"worker: DBOS dequeued -> first node | flow | last node -> DBOS completed"
     )
-    print(f"1. runs/s, {n_runs} runs started at once (the sleeps alone would allow, in brackets)")
     for setup in setups:
+        parts = [statistics.median(part) for part in zip(*took[setup.key])]
         print(
-            f"   {setup.key:<4} {setup.workers} worker(s) x concurrency {setup.concurrency:<2} "
-            f"{med[setup.key]:7.1f} runs/s  ({setup.slots / model:5.1f})"
+            f"   {setup.key:<4} {setup.workers} worker{'s' if setup.workers > 1 else ' '} x "
+            f"concurrency {setup.concurrency:<2} {med[setup.key]:6.1f} runs/s "
+            f"({spread(rps[setup.key], '.1f')}) [{setup.slots / model:4.1f}]  "
+            f"{parts[1]:3.0f} | {parts[2]:3.0f} | {parts[3]:3.0f} ms"
         )
     print(
         f"   two/one {med['two'] / med['one']:.2f}x (twice the slots); two/wide "
-        f"{med['two'] / med['wide']:.2f}x (the same slots, a second process)"
+        f"{med['two'] / med['wide']:.2f}x (the same slots, in two processes)"
     )
     print(
-        f"2. chunk delay made -> SSE client (one uvicorn relay), {2 * c} runs at once, "
-        f"{delay_chunks} chunks each"
+        f"2. chunk delay made -> SSE client through one uvicorn relay, {2 * c} runs at once, "
+        f"{delay_chunks} chunks each ({2 * c * delay_chunks} delays a round)"
     )
-    print(
-        f"   one worker (wide, concurrency {2 * c}): p50 {m50['wide']:6.2f} ms  p99 "
-        f"{m99['wide']:6.2f} ms"
-    )
-    print(
-        f"   two workers (concurrency {c} each):   p50 {m50['two']:6.2f} ms  p99 "
-        f"{m99['two']:6.2f} ms"
-    )
+    for key, label in (
+        ("wide", f"one worker, concurrency {2 * c}"),
+        ("two", f"two workers, {c} each"),
+    ):
+        print(
+            f"   {label:<26} p50 {m50[key]:6.2f} ms ({spread(p50[key], '.2f')})  "
+            f"p99 {m99[key]:6.2f} ms ({spread(p99[key], '.2f')})"
+        )
     print(f"   two/one p50 {m50['two'] / m50['wide']:.2f}x, p99 {m99['two'] / m99['wide']:.2f}x")
+
+
+def spread(values: List[float], spec: str) -> str:
+    return f"{min(values):{spec}}-{max(values):{spec}}"
 
 
 def main(argv: List[str]) -> int:
