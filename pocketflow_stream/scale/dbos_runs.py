@@ -656,9 +656,11 @@ class DistributedRuns:
             publisher = self._publisher(run_id)
             publisher.inline = False  # sent from its timer thread, never on the event loop
         emit = None if publisher is None else publisher.add
-        events = emit is not None and bool(self.runs.run_options.get("events"))
+        # published: its chunks, and its Retry events (a relay drops a superseded attempt's
+        # chunks by them: the dead worker's, or a failed try's)
+        published = emit is not None
         steps = walk_item(
-            node, item, index, origin, chunks=emit is not None, events=events, shift=shift
+            node, item, index, origin, chunks=published, events=published, shift=shift
         )
         try:
             return await async_driver.run(node, None, on_chunk=emit, on_event=emit, steps=steps)
