@@ -33,7 +33,9 @@ go until each of its workers has run one (a worker's queue thread may start poll
 second after launch). `--concurrency C` (default 4); `--quick`: 2 rounds instead of 5, fewer
 runs and chunks. Line 1 also shows where a run's time goes in its worker, from DBOS's
 timestamps and the flow's own: DBOS dequeued -> first node ran | the flow | last node -> DBOS
-completed; the rest of a slot's cycle is the wait for the next poll of the queue.
+completed (the rest of a slot's cycle is the wait for the next poll of the queue), and the CPU
+the workers spent per run (Linux /proc; idle polling included); the bench also prints what an
+idle worker's polling costs, and what one `start` costs this process.
 
 What a 2-core machine can and cannot show: the run workers, Postgres, Redis, the uvicorn relay,
 the SSE clients and this process share the two cores, with whatever else runs on the machine
@@ -367,13 +369,18 @@ class Bench:
 def runs_per_second(setup: Setup, runs: int, chunks: int, pace: float) -> Tuple[float, List[float]]:
     """`runs` runs started at once: runs/s from the first start to the last wait, and where
     a run's time went (medians, ms): queued (DBOS created -> dequeued), dispatch (dequeued
-    -> the first node ran), flow (first node -> last node), close (-> DBOS completed), and
-    the bench process's `start` (saving the first checkpoint, enqueueing), per run."""
+    -> the first node ran), flow (first node -> last node), close (-> DBOS completed); then,
+    per run, the bench process's `start` (the first checkpoint, the enqueue) and the CPU
+    time the workers used."""
+    pids = [proc.pid for proc in setup.procs]
+    cpu = cpu_seconds(pids)
     started = time.perf_counter()
     ids = [setup.start(chunks, pace) for _ in range(runs)]
     enqueued = time.perf_counter()
     states = [setup.finish(run_id, chunks) for run_id in ids]
     elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(pids)
+    per_run = float("nan") if cpu is None or cpu_after is None else cpu_after - cpu
     parts = []
     for state in states:  # (after the clock stopped)
         status = setup.runs.segments(state.run_id)[-1]
@@ -388,7 +395,21 @@ def runs_per_second(setup: Setup, runs: int, chunks: int, pace: float) -> Tuple[
             )
         )
     found = [statistics.median(part) for part in zip(*parts)]
-    return runs / elapsed, found + [(enqueued - started) * 1000.0 / runs]
+    return runs / elapsed, found + [(enqueued - started) * 1000.0 / runs, per_run * 1000 / runs]
+
+
+def cpu_seconds(pids: List[int]) -> Optional[float]:
+    """User + system CPU seconds the processes used so far (Linux /proc; None elsewhere)."""
+    total = 0.0
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in pids:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
 
 
 async def read_run(client: Any, base: str, run_id: str, connected: Any) -> List[float]:
@@ -468,6 +489,7 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
         took: Dict[str, List[List[float]]] = {s.key: [] for s in setups}
         p50: Dict[str, List[float]] = {"wide": [], "two": []}
         p99: Dict[str, List[float]] = {"wide": [], "two": []}
+        idle: List[float] = []  # CPU seconds of an idle worker in one second
         for number in range(rounds):
             order = setups if number % 2 == 0 else setups[::-1]
             for setup in order:
@@ -476,6 +498,13 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
                     per_second, segment = runs_per_second(setup, n_runs, chunks, pace)
                     rps[setup.key].append(per_second)
                     took[setup.key].append(segment)
+                    if setup.key == "one":  # what polling costs a worker with nothing to do
+                        pids = [proc.pid for proc in setup.procs]
+                        before = cpu_seconds(pids)
+                        time.sleep(1.0)
+                        after = cpu_seconds(pids)
+                        if before is not None and after is not None:
+                            idle.append(after - before)
                     if setup.key in p99:
                         delays = asyncio.run(chunk_delays(setup, 2 * c, delay_chunks, pace))
                         p50[setup.key].append(quantile(delays, 0.50))
@@ -499,11 +528,15 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
         f"a run: 3 nodes; its StreamNode streams {chunks} chunks {pace * 1000:g} ms apart "
         f"({model * 1000:.0f} ms of model I/O); workers poll DBOS's queue every {POLL:g} s"
     )
+    if idle:
+        print(
+            f"an idle worker (polling, nothing to run) uses {statistics.median(idle):.0%} of a core"
+        )
     start_ms = statistics.median(part[4] for key in took for part in took[key])
     print(
         f"1. runs/s, {n_runs} runs started at once ({start_ms:.1f} ms a `start`) [what the "
         f"sleeps alone would allow]; in the worker: DBOS dequeued -> first node | flow | "
-        f"last node -> DBOS completed"
+        f"last node -> DBOS completed; the workers' CPU a run"
     )
     for setup in setups:
         parts = [statistics.median(part) for part in zip(*took[setup.key])]
@@ -511,7 +544,7 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
             f"   {setup.key:<4} {setup.workers} worker{'s' if setup.workers > 1 else ' '} x "
             f"concurrency {setup.concurrency:<2} {med[setup.key]:6.1f} runs/s "
             f"({spread(rps[setup.key], '.1f')}) [{setup.slots / model:4.1f}]  "
-            f"{parts[1]:3.0f} | {parts[2]:3.0f} | {parts[3]:3.0f} ms"
+            f"{parts[1]:3.0f} | {parts[2]:3.0f} | {parts[3]:3.0f} ms; CPU {parts[5]:4.1f} ms"
         )
     print(
         f"   two/one {med['two'] / med['one']:.2f}x (twice the slots); two/wide "
