@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -160,6 +161,7 @@ def worker(options: Any) -> int:
     stop: List[int] = []
     signal.signal(signal.SIGTERM, lambda number, frame: stop.append(number))
     runs.launch()
+    gc.callbacks.append(gc_logger(options.ready + ".gc"))
     Path(options.ready).write_text(str(os.getpid()), encoding="utf-8")
     try:
         while not stop:
@@ -168,6 +170,23 @@ def worker(options: Any) -> int:
         runs.shutdown()
         runs.store.close()
     return 0
+
+
+def gc_logger(path: str) -> Any:
+    """A gc callback appending each collection of over 5 ms to `path` ("wall-clock start,
+    ms" lines): a collection stops every thread of the worker, every stream it makes."""
+    began = [0.0, 0.0]
+
+    def log(phase: str, info: Dict[str, Any]) -> None:
+        if phase == "start":
+            began[:] = [time.time(), time.perf_counter()]
+            return
+        took = (time.perf_counter() - began[1]) * 1000.0
+        if took > 5.0:
+            with open(path, "a", encoding="ascii") as out:
+                out.write(f"{began[0]:.4f} {took:.1f}\n")
+
+    return log
 
 
 # -- processes and servers ----------------------------------------------------------------------
@@ -214,6 +233,7 @@ class Setup:
         self.bench = bench
         self.runs = make_runs(self.app, bench.store, bench.postgres, bench.dbos_schema)
         self.procs: List[Any] = []
+        self.readies: List[Path] = []
         self.executors = [f"{self.app}-worker-{n}" for n in range(1, workers + 1)]
 
     @property
@@ -224,7 +244,7 @@ class Setup:
         """Launch the workers (at once), wait until each has written its ready file, then
         warm up until each has run a segment (its queue thread is polling)."""
         folder = self.bench.folder
-        readies = []
+        self.readies = readies = []
         for executor in self.executors:
             ready = folder / f"ready-{executor}-{secrets.token_hex(3)}"
             readies.append(ready)
@@ -251,6 +271,18 @@ class Setup:
             for run_id in ids:
                 self.finish(run_id, 2)
                 seen.add(self.runs.segments(run_id)[-1].executor_id)
+
+    def gc_pauses(self, since: float, until: float) -> List[float]:
+        """The workers' garbage collections of over 5 ms that began in [since, until], ms."""
+        found = []
+        for ready in self.readies:
+            log = Path(f"{ready}.gc")
+            if log.exists():
+                for line in log.read_text(encoding="ascii").splitlines():
+                    at, took = map(float, line.split())
+                    if since <= at <= until:
+                        found.append(took)
+        return found
 
     def down(self) -> None:
         for proc in self.procs:
@@ -412,25 +444,34 @@ def cpu_seconds(pids: List[int]) -> Optional[float]:
     return total
 
 
-async def read_run(client: Any, base: str, run_id: str, connected: Any) -> List[float]:
-    """Delays in ms (made -> received here) of each chunk of the run, read through `base`."""
-    delays: List[float] = []
+async def read_run(
+    client: Any, base: str, run_id: str, connected: Any
+) -> List[Tuple[float, float]]:
+    """Each chunk of the run, read through `base`: (made -> received here, made -> appended
+    to Redis), in ms. The second is the worker's side: the event id is the entry id, whose
+    first part is Redis's clock (ms) when the XADD ran (one machine: one clock)."""
+    delays: List[Tuple[float, float]] = []
     async with client.stream("GET", f"{base}/runs/{run_id}/events") as response:
         response.raise_for_status()
         connected()
-        event = ""
+        event = entry = ""
         async for line in response.aiter_lines():
-            if line.startswith("event: "):
+            if line.startswith("id: "):
+                entry = line[4:]
+            elif line.startswith("event: "):
                 event = line[7:]
             elif line.startswith("data: ") and event == "chunk":
-                stamp = json.loads(line[6:])["data"]["t"]
-                delays.append((time.time() - stamp) * 1000.0)
+                stamp = json.loads(line[6:])["data"]["t"] * 1000.0
+                appended = float(entry.partition("-")[0])
+                delays.append((time.time() * 1000.0 - stamp, appended - stamp))
             elif line.startswith("data: ") and event == "end":
                 break
     return delays
 
 
-async def chunk_delays(setup: Setup, runs: int, chunks: int, pace: float) -> List[float]:
+async def chunk_delays(
+    setup: Setup, runs: int, chunks: int, pace: float
+) -> List[Tuple[float, float]]:
     """`runs` runs at once, each read by its own SSE client connected before it starts."""
     import httpx
 
@@ -489,6 +530,8 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
         took: Dict[str, List[List[float]]] = {s.key: [] for s in setups}
         p50: Dict[str, List[float]] = {"wide": [], "two": []}
         p99: Dict[str, List[float]] = {"wide": [], "two": []}
+        made: Dict[str, List[float]] = {"wide": [], "two": []}  # p99 made -> in Redis
+        pauses: Dict[str, List[float]] = {"wide": [], "two": []}  # the workers' GC, ms
         idle: List[float] = []  # CPU seconds of an idle worker in one second
         for number in range(rounds):
             order = setups if number % 2 == 0 else setups[::-1]
@@ -506,9 +549,13 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
                         if before is not None and after is not None:
                             idle.append(after - before)
                     if setup.key in p99:
+                        since = time.time()
                         delays = asyncio.run(chunk_delays(setup, 2 * c, delay_chunks, pace))
-                        p50[setup.key].append(quantile(delays, 0.50))
-                        p99[setup.key].append(quantile(delays, 0.99))
+                        pauses[setup.key] += setup.gc_pauses(since, time.time())
+                        total = [whole for whole, _ in delays]
+                        p50[setup.key].append(quantile(total, 0.50))
+                        p99[setup.key].append(quantile(total, 0.99))
+                        made[setup.key].append(quantile([part for _, part in delays], 0.99))
                 finally:
                     setup.down()
         load_after = os.getloadavg()[0]
@@ -552,7 +599,8 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
     )
     print(
         f"2. chunk delay made -> SSE client through one uvicorn relay, {2 * c} runs at once, "
-        f"{delay_chunks} chunks each ({2 * c * delay_chunks} delays a round)"
+        f"{delay_chunks} chunks each ({2 * c * delay_chunks} delays a round); of it, the p99 of "
+        f"made -> in Redis (the workers' side)"
     )
     for key, label in (
         ("wide", f"one worker, concurrency {2 * c}"),
@@ -560,9 +608,17 @@ def measure(options: Any, postgres: str, redis_url: str, folder: Path) -> None:
     ):
         print(
             f"   {label:<26} p50 {m50[key]:6.2f} ms ({spread(p50[key], '.2f')})  "
-            f"p99 {m99[key]:6.2f} ms ({spread(p99[key], '.2f')})"
+            f"p99 {m99[key]:6.2f} ms ({spread(p99[key], '.2f')}); in Redis "
+            f"{statistics.median(made[key]):5.1f} ms"
         )
     print(f"   two/one p50 {m50['two'] / m50['wide']:.2f}x, p99 {m99['two'] / m99['wide']:.2f}x")
+    for key, label in (("wide", "one worker"), ("two", "two workers")):
+        found = sorted(pauses[key])
+        print(
+            f"   {label}: {len(found)} garbage collections of over 5 ms in the worker(s) while "
+            f"measured, all rounds"
+            + (f", the longest {found[-1]:.0f} ms, all {sum(found):.0f} ms" if found else "")
+        )
 
 
 def spread(values: List[float], spec: str) -> str:
