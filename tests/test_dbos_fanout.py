@@ -144,6 +144,26 @@ def test_each_visit_of_the_node_has_its_own_item_workflows(runs):
     assert all(status.recovery_attempts == 1 for status in found)  # each ran once
 
 
+def test_only_the_nodes_named_fan_out(runs):
+    runs.fan_out = frozenset({"another"})  # (the worker is this object: it reads it)
+    try:
+        run_id = runs.start(start_shared(range(5)))
+        state = runs.wait(run_id, timeout=60)
+    finally:
+        runs.fan_out = True
+    assert state.status == "done", state.error
+    assert state.shared == plain_run(range(5))
+    assert runs.items(run_id) == []  # square's items ran in the segment's process
+    runs.fan_out = frozenset({"square"})
+    try:
+        run_id = runs.start(start_shared(range(5)))
+        state = runs.wait(run_id, timeout=60)
+    finally:
+        runs.fan_out = True
+    assert state.shared == plain_run(range(5))
+    assert len(runs.items(run_id)) == 10
+
+
 def test_dbos_stores_the_items_as_json(runs):
     run_id = runs.start(start_shared([3, 4]))
     state = runs.wait(run_id, timeout=60)
