@@ -25,7 +25,11 @@ Three set-ups, each with its own DBOS app and queue, its workers launched afresh
 2. p50 and p99 chunk delay, made -> received by an SSE client: 2C runs at once (the same load
    for both), each read by its own httpx SSE client through one uvicorn web worker serving
    `relay_app` (connected before the run starts); two workers (C runs each) against one
-   (wide: all 2C runs in one process). The client stamps each chunk on arrival.
+   (wide: all 2C runs in one process). The client stamps each chunk on arrival; the SSE
+   event id is the Redis entry id, whose first part is Redis's clock when the XADD ran, so
+   the p99 of made -> in Redis (the workers' side: the engine, RunEvents' batching) is
+   printed beside it, and so are the workers' garbage collections of over 5 ms while this
+   was measured (a gc.callbacks hook in the worker: a collection stops all its streams).
 
 Rounds alternate the set-ups' order (one, two, wide, then the reverse); each figure is the
 median of its rounds, with the rounds' range. Before a set-up is measured, short warm-up runs
@@ -40,15 +44,19 @@ idle worker's polling costs, and what one `start` costs this process.
 What a 2-core machine can and cannot show: the run workers, Postgres, Redis, the uvicorn relay,
 the SSE clients and this process share the two cores, with whatever else runs on the machine
 (the load average is printed). The runs mostly sleep (model I/O), so 1 shows what DBOS's queue
-does with more slots, whether they come from a second worker or from a wider one ("wide"), and
-what a segment costs besides its flow, beside the runs/s the sleeps alone would allow. It
-cannot show what a second process gains on CPU-bound nodes (the GIL's limit, which a second
-process lifts only with a core to spare): here both would take turns on cores already busy
-with Postgres, Redis and the relay. In 2 the delay is floored by RunEvents' `linger` (5 ms:
-at one chunk per 10 ms, each chunk waits the whole linger) and its tail is set by stalls that
-hold up every stream at once (a core taken by other work, a pause in the relay or in this
-process), whichever worker made the chunk: the p99 of a few hundred delays a round moves a
-lot between rounds (see the range), and a p99 ratio far from 1 in one sitting is no finding.
+does with more slots, whether they come from a second worker or from a wider one ("wide"),
+beside the runs/s the sleeps alone would allow (the gap: dispatch, closing and the wait for
+the next poll, shown per run). Two against wide is what the second process adds for the same
+slots: relief for one GIL busy with its segments' own CPU (the CPU column: DBOS, checkpoints,
+publishing, polling), which it gets only from a core to spare, and here the cores also run
+Postgres, Redis and the relay. So neither ratio says what more cores or machines would give,
+and CPU-bound nodes would only make the workers take turns. In 2 the delay is floored by
+RunEvents' `linger` (5 ms: at one chunk per 10 ms each chunk waits the whole linger); its tail
+is set by stalls: a worker's garbage collection (DBOS and SQLAlchemy make a large heap; a full
+collection took ~100-200 ms here) holds up every stream of that worker, and a core taken by
+other work holds up whatever it was running. Whether one falls into the second or so that a
+round measures is luck: the p99 of a few hundred delays moves a lot between rounds (see the
+range), and a p99 ratio in one sitting is weak evidence either way.
 """
 
 from __future__ import annotations
