@@ -52,11 +52,13 @@ Fan-out of a parallel batch node's items (`fan_out=True`, or a collection of nod
   from the next attempt, a Retry with the interrupted reason first, as for a node resumed
   after a crash). With `events`, its chunks go to the run's Redis stream from that worker,
   tagged with the node's path and the item's index as in a local run.
-- The segment waits for the items (polling DBOS's table from a worker thread, never blocking
-  its event loop) and hands the results to the engine in input order. The first failed
-  item fails the section, as a local item does: FanOutItemFailed, marked with the node's
-  path and `batch_item` (the app's exception type does not cross processes: its name and
-  message do). The other items' workflows that have not started are cancelled; those running
+- The segment waits for the items (one DBOS query for all of the section's unfinished items
+  every `polling_interval`, from a worker thread, never blocking its event loop; a handle's
+  get_result would poll once per item) and hands the results to the engine in input order.
+  The queue's per-worker limit bounds the items, not the node's max_concurrency. The first
+  failed item fails the section, as a local item does: FanOutItemFailed, marked with the
+  node's path and `batch_item` (the app's exception type does not cross processes: its name
+  and message do). The other items' workflows that have not started are cancelled; those running
   finish on their workers and their results are not used. A resumed failed run has a new
   seq: all its items run again.
 - Inputs and outputs are JSON only: run id, seq, node path, index, and the item, the params
@@ -72,6 +74,7 @@ Fan-out of a parallel batch node's items (`fan_out=True`, or a collection of nod
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import threading
@@ -221,7 +224,9 @@ class DistributedRuns:
       process), True (every parallel batch node of the run's own walk fans its items out,
       one DBOS workflow each; see the module doc), or the names (ids) of the nodes that do.
       `items_queue`, `item_concurrency`: the DBOS queue of the items and how many items one
-      worker runs at once.
+      worker runs at once (the node's `max_concurrency` does not apply to fanned-out items).
+      Give every worker the same settings: only a worker launched with `fan_out` takes
+      items off their queue.
     """
 
     def __init__(
@@ -524,8 +529,9 @@ class DistributedRuns:
         def fan_out(request: Parallel) -> Optional[AsyncIterator[Any]]:
             origin = request.origin
             assert origin is not None and request.items is not None  # a node's items
-            if self.fan_out is not True and origin.name not in self.fan_out:  # type: ignore[operator]
-                return None
+            names = self.fan_out
+            if isinstance(names, frozenset) and origin.name not in names:
+                return None  # not one of the nodes named: its items run here
             return self._items_away(request, run_id, seq())
 
         return fan_out
@@ -631,7 +637,7 @@ class DistributedRuns:
         codecs = self.runs.position_codecs
         where = describe_path(path)
         try:
-            node = _copy_of(self._node_at(path))
+            node = copy.copy(self._node_at(path))  # as a flow copies the nodes it runs
             node.set_params(decode(given["params"], codecs))
             origin: Optional[Origin] = None
             for name in path[:-1]:
@@ -686,12 +692,6 @@ class DistributedRuns:
             if node is None:
                 raise _no_node(path, self.flow)
         return node
-
-
-def _copy_of(node: Any) -> Any:
-    import copy
-
-    return copy.copy(node)
 
 
 def _no_node(path: Sequence[str], flow: Any) -> FlowError:
