@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -28,6 +27,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = needed("gradio")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*:Warning:gradio")
 
+from chromium import chromium  # noqa: E402
+
 from pocketflow_stream import Ask, Node, StreamFlow, StreamNode  # noqa: E402
 from pocketflow_stream.llm import LLMNode, ScriptedModel  # noqa: E402
 from pocketflow_stream.llm.deltas import TextDelta, ToolCallDelta  # noqa: E402
@@ -35,7 +36,6 @@ from pocketflow_stream.llm.scripted import ToolCallSpec, Turn  # noqa: E402
 from pocketflow_stream.ui.gradio import chat_app  # noqa: E402
 from pocketflow_stream.ui.transcript import ToolResult  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 WAIT = 20.0  # seconds: the most any bounded wait here lasts (a failing test, not a slow one)
 THOUGHT = "[role=button].title"  # a thought's title bar (click to open or fold it)
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -236,28 +236,8 @@ def app() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium); CI runs these")
-    playwright_api = needed("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

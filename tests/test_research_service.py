@@ -291,49 +291,23 @@ def test_an_sse_client_that_reconnects_with_last_event_id_gets_no_gap_or_duplica
     assert ended.status_code == 204
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 def test_the_page_runs_a_question_and_answers_the_agent_in_chromium(service):
     """The served page in Debian's chromium: start, see the question, answer, see the end."""
-    import shutil
+    from chromium import chromium
 
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium); CI runs these")
-    if os.environ.get("CI"):
-        import playwright.sync_api as playwright_api
-    else:
-        playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(service[0] + "/")
+        page.fill("#question", ASKING)
+        page.click("#start button")
+        page.wait_for_selector("#ask", state="visible", timeout=60_000)
+        assert page.text_content("#ask-question") == "What should I look into?"
+        page.fill("#answer", "the arithmetic")
+        page.click("#ask button")
+        page.wait_for_function(
+            "document.getElementById('status').textContent === 'done'", timeout=60_000
         )
-        try:
-            page = browser.new_page()
-            page.goto(service[0] + "/")
-            page.fill("#question", ASKING)
-            page.click("#start button")
-            page.wait_for_selector("#ask", state="visible", timeout=60_000)
-            assert page.text_content("#ask-question") == "What should I look into?"
-            page.fill("#answer", "the arithmetic")
-            page.click("#ask button")
-            page.wait_for_function(
-                "document.getElementById('status').textContent === 'done'", timeout=60_000
-            )
-            assert "42" in (page.text_content("#transcript") or "")
-        finally:
-            browser.close()
+        assert "42" in (page.text_content("#transcript") or "")
 
 
 def lease_holder(run_id: str) -> Optional[str]:
