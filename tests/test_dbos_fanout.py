@@ -47,19 +47,27 @@ class Square(AsyncParallelBatchNode):
 
     async def exec_async(self, item):
         await anyio.sleep(0.001 * (item % 3))  # they finish out of order
-        if item == CHOICE["failing"]:
+        if item in (CHOICE["failing"], CHOICE["hopeless"]) or (
+            item == CHOICE["flaky"] and self.cur_retry == 0
+        ):
             raise ValueError(f"no square for {item}")
         if item == CHOICE["asking"]:
             return ask({"question": f"square {item}?"})
         return {"item": item, "square": item * item, "label": self.params.get("label")}
 
+    async def exec_fallback_async(self, item, exc):
+        if item != CHOICE["hopeless"]:
+            raise exc
+        return {"item": item, "square": None, "label": "fallback"}
+
     async def post_async(self, shared, prep_res, results):
         shared["results"].append(results)
 
 
-# set by the tests below (the worker is this process): an item that fails, one that asks,
-# set items from prep
-CHOICE = {"failing": None, "asking": None, "sets": False}
+# set by the tests below (the worker is this process): an item that fails (each of its two
+# attempts), one that fails its first attempt only, one whose fallback answers, one that
+# asks; set items from prep
+CHOICE = {"failing": None, "flaky": None, "hopeless": None, "asking": None, "sets": False}
 
 
 class Again(AsyncNode):
@@ -78,7 +86,7 @@ class End(AsyncNode):
 
 
 def make_flow():
-    square, again = Square(name="square"), Again(name="again")
+    square, again = Square(name="square", max_retries=2), Again(name="again")
     square >> again
     again - "again" >> square
     again - "done" >> End(name="end")
@@ -213,6 +221,20 @@ def test_a_failing_item_fails_the_section_marked_with_its_path(runs):
     assert state.status == "failed"
     assert state.error.startswith("FanOutItemFailed: item 7 of the parallel batch 'square'")
     assert "ValueError: no square for 7" in state.error
+
+
+def test_an_item_is_retried_and_falls_back_on_its_worker_as_in_its_section(runs):
+    CHOICE.update(flaky=3, hopeless=4)
+    try:
+        run_id = runs.start(start_shared(range(6)))
+        state = runs.wait(run_id, timeout=60)
+        plain = plain_run(range(6))
+    finally:
+        CHOICE.update(flaky=None, hopeless=None)
+    assert state.status == "done", state.error
+    assert state.shared == plain
+    first = state.shared["results"][0]
+    assert first[3]["square"] == 9 and first[4]["label"] == "fallback"
 
 
 def test_an_item_that_asks_cannot_pause_away_from_its_run(runs):
