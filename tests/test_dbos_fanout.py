@@ -258,10 +258,11 @@ def test_a_worker_killed_mid_item_and_restarted_loses_no_item_and_reruns_only_th
     tmp_path,
 ):
     """Two workers, two items at a time each (items 0-9 finish at once, 10-19 wait for
-    `go`); worker-1 is killed with SIGKILL once two items it runs have started and wait, then
-    restarted under its executor id. Every result comes back, in input order; each item that
-    had finished ran once; the ones worker-1 had in flight ran again (a second start row), on
-    a second dispatch of their workflow, as attempt 1."""
+    `go`); worker-1, which runs the segment too (it was the only worker when the run
+    started), is killed with SIGKILL once two items it runs have started and wait, then
+    restarted under its executor id. Every result comes back, in input order; the segment
+    went on; each item that had finished ran once; the ones worker-1 had in flight ran again
+    (a second start row), on a second dispatch of their workflow, as attempt 1."""
     schema = f"fanout_{uuid.uuid4().hex[:10]}"
     env = {
         **os.environ,
@@ -303,10 +304,11 @@ def test_a_worker_killed_mid_item_and_restarted_loses_no_item_and_reruns_only_th
     client = None
     try:
         processes["worker-1"] = worker("worker-1")
-        processes["worker-2"] = worker("worker-2")
         pid = processes["worker-1"].pid
         client = make_runs("client", schema)  # not launched: enqueues through DBOSClient
         run_id = client.start({"items": list(range(20)), "results": []})
+        wait_until(lambda: rows(), "the first item's start")  # the segment is worker-1's
+        processes["worker-2"] = worker("worker-2")
 
         def worker_1_waits_in_both_slots():  # (then nothing else is mid-flight there)
             waiting = {
@@ -330,6 +332,10 @@ def test_a_worker_killed_mid_item_and_restarted_loses_no_item_and_reruns_only_th
         state = client.wait(run_id, timeout=120)
         assert state.status == "done", state.error
         assert state.shared["results"] == [[item * item for item in range(20)]]
+        # the one segment workflow, dispatched again once worker-1's restart re-enqueued it
+        # (DBOS recovers by re-enqueueing: either worker may take it then)
+        (segment,) = client.segments(run_id)
+        assert (segment.status, segment.recovery_attempts) == ("SUCCESS", 2)
         after = rows()
         starts = {
             item: [r for r in after if r["event"] == "start" and r["item"] == item]
