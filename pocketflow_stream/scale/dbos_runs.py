@@ -673,7 +673,7 @@ class DistributedRuns:
         finally:
             if publisher is not None:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(publisher.flush)
+                    await anyio.to_thread.run_sync(_flush_and_close, publisher)
 
     def _node_at(self, path: Sequence[str]) -> Any:
         """The node at `path` (node ids from the flow run down to it) in this worker's flow."""
@@ -692,6 +692,15 @@ class DistributedRuns:
             if node is None:
                 raise _no_node(path, self.flow)
         return node
+
+
+def _flush_and_close(publisher: Any) -> None:
+    """Send an item's last chunks (no end marker: the segment writes it), then let its Redis
+    connection go (one client per item workflow)."""
+    try:
+        publisher.flush()
+    finally:
+        publisher.client.close()
 
 
 def _no_node(path: Sequence[str], flow: Any) -> FlowError:
