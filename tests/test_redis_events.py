@@ -459,6 +459,25 @@ def test_a_run_quiet_for_longer_than_the_clients_socket_timeout_keeps_its_relay(
     assert anyio.run(main) == [None, True, "chunk", "end"]
 
 
+def test_a_send_that_failed_on_the_linger_thread_is_raised_at_the_next_flush() -> None:
+    """The linger thread sends a quiet node's last items; when Redis refuses that send, the
+    error is raised by the next flush on the run's thread (a checkpoint's: the run stops
+    there), not printed by a thread and the items lost unseen."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    dead = redis.Redis(host="127.0.0.1", port=closed, socket_connect_timeout=1)
+    events = RunEvents(dead, uuid.uuid4().hex, prefix=PREFIX, linger=0.001, inline=False)
+    events.add({"type": "chunk", "data": 1})
+    deadline = time.monotonic() + 30
+    while events._failed is None:  # the linger thread's send has failed
+        assert time.monotonic() < deadline, "the linger thread never tried to send"
+        time.sleep(0.01)
+    with pytest.raises(redis.ConnectionError):
+        events.flush()
+    events.flush()  # raised once; nothing is queued now
+
+
 def test_relay_app_without_a_url_says_how_to_give_one(monkeypatch: Any) -> None:
     from pocketflow_stream.scale.redis_events import relay_app
 

@@ -27,8 +27,10 @@ without one gets the run from its start, also after the run ended (until the key
 What the appender does:
 - Items are sent in pipelined batches (one round trip per batch): a batch goes out when it
   holds `batch` items, at every checkpoint the engine takes (after each node, at a pause, at
-  the end), at an interrupt, and at the latest `linger` seconds after its first item (a
-  timer thread), so a chunk waits at most `linger` even while the node is quiet.
+  the end), at an interrupt, and at the latest `linger` seconds after its first item (the
+  appender's one linger thread), so a chunk waits at most `linger` even while the node is
+  quiet. A send of the linger thread's that fails is raised at the next flush on the run's
+  thread (a checkpoint's): the run stops there, at its last checkpoint, resumable.
 - Chunks with `replay=True` (re-made on the way back to a pause when a run resumes) were
   delivered by the segment that first made them: they are not appended again.
 - `XADD ... MAXLEN ~ maxlen` bounds the stream (make `maxlen` hold a whole run: a client
@@ -90,11 +92,11 @@ def _plain(item: Any) -> Dict[str, Any]:
 class RunEvents:
     """The worker side: appends one run's items to its Redis stream (see the module doc).
 
-    - `client`: a sync `redis.Redis` (thread-safe; the linger timer flushes from its thread).
+    - `client`: a sync `redis.Redis` (thread-safe; the linger thread flushes from its own).
     - `maxlen`: the stream's approximate bound; `expire`: seconds the key lives after the
       run's end (or a pause); `batch`: items per pipelined round trip at most; `linger`:
       the longest an item waits in a batch, in seconds. `inline=False`: `add` never
-      sends on the caller's thread (an event loop's), the timer thread does.
+      sends on the caller's thread (an event loop's), the linger thread does.
     """
 
     def __init__(
@@ -127,9 +129,12 @@ class RunEvents:
         self._pending: List[Tuple[str, str]] = []
         self.inline = inline
         self._lock = threading.Lock()  # the queue
+        self._wake = threading.Condition(self._lock)  # the linger thread's: a batch is due
         self._sending = threading.Lock()  # one batch on the wire at a time, in order
-        self._timer: Optional[threading.Timer] = None
-        self._due = 0.0
+        self._linger_thread: Optional[threading.Thread] = None
+        self._due: Optional[float] = None  # when the queued items must go (None: none queued)
+        self._ended = False  # the linger thread leaves
+        self._failed: Optional[BaseException] = None  # a send of the linger thread's
         self._persist = True  # the segment's first batch removes a pause's expiry
 
     # -- appending -------------------------------------------------------------------------
@@ -158,25 +163,56 @@ class RunEvents:
             self.flush()
 
     def _schedule(self, delay: float) -> None:
-        # under self._lock: a flush `delay` seconds from now, unless one is due sooner
+        # under self._lock: a flush `delay` seconds from now, unless one is due sooner. One
+        # linger thread per appender, woken when a batch becomes due (not a timer per batch)
         due = time.monotonic() + delay
-        if self._timer is not None:
-            if self._due <= due:
-                return
-            self._timer.cancel()
+        if self._due is not None and self._due <= due:
+            return
         self._due = due
-        self._timer = threading.Timer(delay, self.flush)
-        self._timer.daemon = True
-        self._timer.start()
+        self._ended = False
+        if self._linger_thread is None:
+            self._linger_thread = threading.Thread(
+                target=self._linger, name=f"RunEvents {self.run_id}", daemon=True
+            )
+            self._linger_thread.start()
+        else:
+            self._wake.notify()
+
+    def _linger(self) -> None:
+        """The linger thread: sends each batch when it is due, until the segment's end. A
+        send that fails is raised on the caller's thread at its next flush (a checkpoint's,
+        the end's), so the run stops there instead of losing items unseen."""
+        with self._lock:
+            while not self._ended:
+                if self._due is None:
+                    self._wake.wait()
+                    continue
+                left = self._due - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                    continue
+                self._lock.release()
+                try:
+                    self._send()
+                except BaseException as exc:  # kept for the caller; the thread goes on
+                    self._failed = exc
+                finally:
+                    self._lock.acquire()
+            self._linger_thread = None  # (under the lock: a later item starts a new one)
 
     def flush(self, *, expire: bool = False) -> None:
         """Send what is queued in one pipelined round trip (`expire`: then set the key's
-        expiry, as the end does). Batches go out in the order they were queued."""
+        expiry, as the end does). Batches go out in the order they were queued. Raises what
+        made a send of the linger thread's fail (its items are lost: the run stops here)."""
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
+        self._send(expire)
+
+    def _send(self, expire: bool = False) -> None:
         with self._sending:
             with self._lock:
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
+                self._due = None
                 pending, self._pending = self._pending, []
             if not pending and not expire:
                 return
@@ -205,6 +241,8 @@ class RunEvents:
         text = json.dumps(marker, separators=(",", ":"), ensure_ascii=False, default=str)
         with self._lock:
             self._pending.append((kind, text))
+            self._ended = True  # the linger thread leaves (a later item starts it again)
+            self._wake.notify()
         self.flush(expire=True)
 
     def checkpointed(self, hook: Any) -> Any:
@@ -238,7 +276,7 @@ class RunEvents:
 
     async def publish_async(self, run: Any) -> AsyncIterator[Any]:
         """`publish` for an AsyncDurableRun (`runs.start_async(...)` / `resume_async`, not
-        yet entered): enters it, appends each item (sending from the timer thread, never on
+        yet entered): enters it, appends each item (sending from the linger thread, never on
         the event loop), leaves it, then sends the marker from a worker thread."""
         import anyio.to_thread
 
