@@ -184,8 +184,9 @@ class RunEvents:
         the end's), so the run stops there instead of losing items unseen."""
         with self._lock:
             while not self._ended:
-                if self._due is None:
-                    self._wake.wait()
+                if self._due is None:  # nothing queued: wait, and leave after an idle second
+                    if not self._wake.wait(1.0) and self._due is None:
+                        break
                     continue
                 left = self._due - time.monotonic()
                 if left > 0:
