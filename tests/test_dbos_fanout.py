@@ -1,7 +1,7 @@
 """DistributedRuns fan-out of a parallel batch node's items, one DBOS workflow per item.
 
-SQLite mode (one process that is its own worker): the results are a plain run's, in input
-order; a node visited twice gets each visit's own results (the ids tell the visits apart);
+SQLite mode (one process that is its own worker; the node inside a sub-flow, a batch flow
+with params): the results are a plain run's, in input order; a node visited twice gets each visit's own results (the ids tell the visits apart);
 one item workflow per item, JSON in DBOS's tables; a non-JSON item, a failing item and an
 asking item fail the run with errors that name the node. On real Postgres (two worker
 processes, one killed mid-item and restarted): every item's result, in order; finished items
@@ -25,6 +25,7 @@ import pytest
 pytest.importorskip("dbos")
 
 from pocketflow_stream import (  # noqa: E402
+    AsyncBatchFlow,
     AsyncFlow,
     AsyncNode,
     AsyncParallelBatchNode,
@@ -85,14 +86,20 @@ class End(AsyncNode):
     pass
 
 
+class Visits(AsyncBatchFlow):
+    """One param set: the node runs inside a sub-flow, with batch params (what an item's
+    worker must find again: the node by its path, the params the section had)."""
+
+    async def prep_async(self, shared):
+        return [{"label": "x"}]
+
+
 def make_flow():
     square, again = Square(name="square", max_retries=2), Again(name="again")
     square >> again
     again - "again" >> square
     again - "done" >> End(name="end")
-    flow = AsyncFlow(start=square)
-    flow.set_params({"label": "x"})
-    return flow
+    return AsyncFlow(start=Visits(start=square, name="visits"))
 
 
 def start_shared(items):
@@ -191,9 +198,10 @@ def test_dbos_stores_the_items_as_json(runs):
     for workflow_id, serialization, inputs, output in mine:
         assert serialization == "portable_json"
         app, given_run, seq, path, index, given = json.loads(inputs)["positionalArgs"]
-        assert (app, given_run, path) == ("fanout_sqlite", run_id, ["square"])
-        assert workflow_id.startswith(f"{run_id}:{seq}:square:{index}:")
+        assert (app, given_run, path) == ("fanout_sqlite", run_id, ["visits", "square"])
+        assert workflow_id.startswith(f"{run_id}:{seq}:visits/square:{index}:")
         assert given["item"] in (3, 4, 103, 104) and given["params"] == {"label": "x"}
+        assert given["batch"] == {"label": "x"}
         result = json.loads(output)["result"]
         assert result == {"item": given["item"], "square": given["item"] ** 2, "label": "x"}
 
@@ -206,7 +214,7 @@ def test_a_non_json_item_fails_the_run_naming_the_node(runs):
     finally:
         CHOICE["sets"] = False
     assert state.status == "failed"
-    assert "node 'square' fans its items out" in state.error and "JSON only" in state.error
+    assert "node 'visits > square' fans its items out" in state.error and "JSON only" in state.error
     assert "item 0" in state.error and "fan_out" in state.error  # what to do
     assert runs.items(run_id) == []  # nothing was enqueued
 
@@ -219,7 +227,9 @@ def test_a_failing_item_fails_the_section_marked_with_its_path(runs):
     finally:
         CHOICE["failing"] = None
     assert state.status == "failed"
-    assert state.error.startswith("FanOutItemFailed: item 7 of the parallel batch 'square'")
+    assert state.error.startswith(
+        "FanOutItemFailed: item 7 of the parallel batch 'visits > square'"
+    )
     assert "ValueError: no square for 7" in state.error
 
 
