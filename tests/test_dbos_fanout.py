@@ -1,11 +1,13 @@
 """DistributedRuns fan-out of a parallel batch node's items, one DBOS workflow per item.
 
 SQLite mode (one process that is its own worker; the node inside a sub-flow, a batch flow
-with params): the results are a plain run's, in input order; a node visited twice gets each visit's own results (the ids tell the visits apart);
-one item workflow per item, JSON in DBOS's tables; a non-JSON item, a failing item and an
-asking item fail the run with errors that name the node. On real Postgres (two worker
-processes, one killed mid-item and restarted): every item's result, in order; finished items
-ran once; only the items in flight ran again, as new attempts."""
+with params): the results are a plain run's, in input order; a node visited twice gets each
+visit's own results (the ids tell the visits apart); one item workflow per item, JSON in
+DBOS's tables; retries and fallback on the item's worker; only the nodes named fan out; a
+non-JSON item, a failing item and an asking item fail the run with errors that name the
+node. On real Postgres (two worker processes, the one with the segment killed mid-item and
+restarted): every item's result, in order; finished items ran once; only the items in flight
+ran again, as new attempts."""
 
 from __future__ import annotations
 
