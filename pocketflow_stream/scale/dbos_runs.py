@@ -215,9 +215,14 @@ class DistributedRuns:
     - `events`: a Redis URL; every segment's items then go to the run's Redis stream
       (scale.redis_events.RunEvents), read by any web worker.
     - `queue`, `worker_concurrency`: the DBOS queue and how many segments one worker runs at
-      once. `polling_interval`: how often a worker looks at the queue, in seconds.
-    - `app_version`: pinned DBOS application version; `executor_id`: this worker's stable id
-      (a supervisor restarts a worker under the same id); `name`: the DBOS app name.
+      once. DBOS keeps one setting per queue in its database, written by each worker's
+      launch and read by every worker: the last worker launched decides for all, so launch
+      every worker with the same value. `polling_interval`: how often a worker looks at the
+      queue, in seconds.
+    - `app_version`: the pinned DBOS application version (default `f"{name}-1"`: a version
+      string belongs to one app in a DBOS system database, so two apps sharing one cannot
+      both be "1"); `executor_id`: this worker's stable id (a supervisor restarts a worker
+      under the same id); `name`: the DBOS app name.
     - `codecs`, `ttl`, `run_options`: as DurableRuns (`ttl` is the store lease a recovered
       segment waits out before it takes a dead worker's run over).
     - `fan_out`: False (the default: a parallel batch node's items run in the segment's
@@ -238,7 +243,7 @@ class DistributedRuns:
         events: Optional[str] = None,
         queue: str = "pocketflow_stream",
         worker_concurrency: int = 2,
-        app_version: str = "1",
+        app_version: Optional[str] = None,
         executor_id: Optional[str] = None,
         name: str = "pocketflow_stream",
         system_schema: Optional[str] = None,
@@ -265,7 +270,7 @@ class DistributedRuns:
         self.events = events
         self.queue = queue
         self.worker_concurrency = worker_concurrency
-        self.app_version = app_version
+        self.app_version = app_version if app_version is not None else f"{name}-1"
         self.executor_id = executor_id
         self.name = name
         self.system_schema = system_schema
@@ -273,6 +278,8 @@ class DistributedRuns:
         self.codecs = codecs
         self.is_async = _has_async(flow)
         self._client: Any = None
+        self._redis: Any = None  # the events' client, made at the first segment's use
+        self._redis_lock = threading.Lock()
         self._client_lock = threading.Lock()
         self._launched = False
         _register_workflows()
@@ -322,6 +329,9 @@ class DistributedRuns:
         if self._client is not None:
             self._client.destroy()
             self._client = None
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
         if self._launched:
             _dbos().DBOS.destroy(destroy_registry=False)
             self._launched = False
@@ -513,12 +523,20 @@ class DistributedRuns:
             pass
 
     def _publisher(self, run_id: str) -> Any:
-        import redis
-
+        """An appender to the run's Redis stream, on this worker's one Redis client (its
+        connection pool is shared by every segment and item the worker runs)."""
         from .redis_events import RunEvents
 
-        assert self.events is not None
-        return RunEvents(redis.Redis.from_url(self.events), run_id)
+        return RunEvents(self._redis_client(), run_id)
+
+    def _redis_client(self) -> Any:
+        with self._redis_lock:
+            if self._redis is None:
+                import redis
+
+                assert self.events is not None
+                self._redis = redis.Redis.from_url(self.events)
+            return self._redis
 
     # -- fan-out: the segment's side --------------------------------------------------------
 
@@ -673,7 +691,7 @@ class DistributedRuns:
         finally:
             if publisher is not None:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_flush_and_close, publisher)
+                    await anyio.to_thread.run_sync(publisher.flush)  # its last chunks
 
     def _node_at(self, path: Sequence[str]) -> Any:
         """The node at `path` (node ids from the flow run down to it) in this worker's flow."""
@@ -692,15 +710,6 @@ class DistributedRuns:
             if node is None:
                 raise _no_node(path, self.flow)
         return node
-
-
-def _flush_and_close(publisher: Any) -> None:
-    """Send an item's last chunks (no end marker: the segment writes it), then let its Redis
-    connection go (one client per item workflow)."""
-    try:
-        publisher.flush()
-    finally:
-        publisher.client.close()
 
 
 def _no_node(path: Sequence[str], flow: Any) -> FlowError:
