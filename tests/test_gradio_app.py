@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*
 
 from chromium import chromium  # noqa: E402
 
-from pocketflow_stream import Ask, Node, StreamFlow, StreamNode  # noqa: E402
+from pocketflow_stream import Ask, Node, StopSignal, StreamFlow, StreamNode  # noqa: E402
 from pocketflow_stream.llm import LLMNode, ScriptedModel  # noqa: E402
 from pocketflow_stream.llm.deltas import TextDelta, ToolCallDelta  # noqa: E402
 from pocketflow_stream.llm.scripted import ToolCallSpec, Turn  # noqa: E402
@@ -307,13 +307,24 @@ def test_a_tool_step_shows_its_arguments_growing_then_its_result(page: Any) -> N
     page.get_by_text("saved 3 lines to notes.md").first.wait_for()
 
 
-def test_the_stop_button_closes_the_running_node(page: Any) -> None:
+def test_the_stop_button_closes_the_running_node(page: Any, monkeypatch: Any) -> None:
+    requested = threading.Event()  # the run's StopSignal was set (Stop reached the server)
+    set_signal = StopSignal.set
+
+    def set_and_tell(signal: StopSignal) -> None:
+        set_signal(signal)
+        requested.set()
+
+    monkeypatch.setattr(StopSignal, "set", set_and_tell)
     run = gates("browser-stop")
     send(page, "stop browser-stop")
     assert run.started.wait(WAIT)
     page.get_by_text("Counting.").wait_for()  # its thought is pending: a spinner shows
     page.locator('[data-testid="stop-button"]').click()
-    run.release.set()  # the model would stream on now; the stop must close it first
+    # released only once the click reached the run (a click returns when the browser sent
+    # it): the model would stream on now; the stop must close it first
+    assert requested.wait(WAIT), "Stop never reached the run's StopSignal"
+    run.release.set()
     assert run.closed.wait(WAIT), "the node's finally never ran after Stop"
     assert run.produced < run.total, "the run streamed to its end despite Stop"
     page.get_by_text("⏹ Stopped.").wait_for()  # and the chat says so, nothing left spinning
