@@ -239,6 +239,9 @@ class _Segment:
         self.error: Optional[str] = None
         self.result: Any = None
         self.stop_signal = engine.StopSignal()
+        # the walk's options for this segment: the runs' own, which a caller may add to
+        # before iterating (scale.dbos_runs gives a segment its fan-out hook here)
+        self.run_options: Dict[str, Any] = dict(runs.run_options)
         self._writer: Optional[str] = None  # the node that runs before the next checkpoint
         self._last: Optional[Record] = None
         # the start of every checkpoint's text (Record.body()), made once
@@ -508,5 +511,5 @@ def _checkpointed(run: _Segment) -> Dict[str, Any]:
         "resume_from": run.position,
         "answers": run.answers if run.position is not None else None,
         "stop": run.stop_signal,
-        **run.runs.run_options,
+        **run.run_options,
     }

@@ -82,7 +82,6 @@ import time
 from typing import (
     Any,
     AsyncIterator,
-    Callable,
     Collection,
     Dict,
     List,
@@ -497,23 +496,9 @@ class DistributedRuns:
             pass
 
     async def _drive_async(self, run_id: str, answers: Dict[str, Any]) -> None:
-        runs = self.runs
-        if self.fan_out:  # the segment's own runs: its walk gets the fan-out hook
-            segment: List[Any] = []
-            hook = self._fan_out_hook(run_id, lambda: segment[0].seq)
-            runs = DurableRuns(
-                self.flow,
-                self.store,
-                codecs=self.codecs,
-                max_bytes=self.runs.max_bytes,
-                ttl=self.runs.ttl,
-                owner=self.runs.owner,
-                fan_out=hook,
-                **self.runs.run_options,
-            )
-        run = runs.resume_async(run_id, answers)
-        if self.fan_out:
-            segment.append(run)
+        run = self.runs.resume_async(run_id, answers)
+        if self.fan_out:  # the segment's walk gets the fan-out hook
+            run.run_options["fan_out"] = self._fan_out_hook(run)
         if self.events is None:
             async with run:
                 async for _ in run:
@@ -540,9 +525,10 @@ class DistributedRuns:
 
     # -- fan-out: the segment's side --------------------------------------------------------
 
-    def _fan_out_hook(self, run_id: str, seq: Callable[[], int]) -> async_driver.FanOut:
-        """The async driver's hook for this segment: the sections of the nodes that fan out
-        go to `_items_away`, with the store's seq at the section's start."""
+    def _fan_out_hook(self, run: Any) -> async_driver.FanOut:
+        """The async driver's hook for the segment `run`: the sections of the nodes that fan
+        out go to `_items_away`, with the run's seq (its last checkpoint) at the section's
+        start."""
 
         def fan_out(request: Parallel) -> Optional[AsyncIterator[Any]]:
             origin = request.origin
@@ -550,7 +536,7 @@ class DistributedRuns:
             names = self.fan_out
             if isinstance(names, frozenset) and origin.name not in names:
                 return None  # not one of the nodes named: its items run here
-            return self._items_away(request, run_id, seq())
+            return self._items_away(request, run.run_id, run.seq)
 
         return fan_out
 
@@ -562,13 +548,13 @@ class DistributedRuns:
         path = list(request.origin.path)
         where = describe_path(path)
         codecs = self.runs.position_codecs
-        shared_part: Dict[str, Any] = {
+        common: Dict[str, Any] = {
             "params": encode(dict(request.node.params), codecs, root="params", writer=where),
             "batch": None,
         }
         if request.origin.batch is not None:
             batch = dict(request.origin.batch)
-            shared_part["batch"] = encode(batch, codecs, root="batch params", writer=where)
+            common["batch"] = encode(batch, codecs, root="batch params", writer=where)
         ids: List[str] = []
         inputs: List[Dict[str, Any]] = []
         for index, item in enumerate(request.items):
@@ -586,7 +572,7 @@ class DistributedRuns:
             canonical = json.dumps(encoded, sort_keys=True, separators=(",", ":"))
             digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
             ids.append(f"{run_id}:{seq}:{'/'.join(path)}:{index}:{digest}")
-            inputs.append({**shared_part, "item": encoded})
+            inputs.append({**common, "item": encoded})
         await anyio.to_thread.run_sync(self._enqueue_items, run_id, seq, path, ids, inputs)
         results: List[Any] = [None] * len(ids)
         waiting = dict(enumerate(ids))
@@ -678,7 +664,7 @@ class DistributedRuns:
         publisher = None
         if self.events is not None:
             publisher = self._publisher(run_id)
-            publisher.inline = False  # sent from its timer thread, never on the event loop
+            publisher.inline = False  # sent from its linger thread, never on the event loop
         emit = None if publisher is None else publisher.add
         # published: its chunks, and its Retry events (a relay drops a superseded attempt's
         # chunks by them: the dead worker's, or a failed try's)
