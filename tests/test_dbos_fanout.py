@@ -11,6 +11,7 @@ ran again, as new attempts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any, Iterator
 
 import anyio
 import pytest
@@ -71,6 +73,17 @@ class Square(AsyncParallelBatchNode):
 # attempts), one that fails its first attempt only, one whose fallback answers, one that
 # asks; set items from prep
 CHOICE = {"failing": None, "flaky": None, "hopeless": None, "asking": None, "sets": False}
+
+
+@contextlib.contextmanager
+def choosing(**changes: Any) -> Iterator[None]:
+    """CHOICE changed for the block (the runs started in it), then as it was."""
+    before = {name: CHOICE[name] for name in changes}
+    CHOICE.update(changes)
+    try:
+        yield
+    finally:
+        CHOICE.update(before)
 
 
 class Again(AsyncNode):
@@ -209,12 +222,9 @@ def test_dbos_stores_the_items_as_json(runs):
 
 
 def test_a_non_json_item_fails_the_run_naming_the_node(runs):
-    CHOICE["sets"] = True  # prep makes set items: JSON has no sets
-    try:
+    with choosing(sets=True):  # prep makes set items: JSON has no sets
         run_id = runs.start(start_shared([1, 2]))
         state = runs.wait(run_id, timeout=60)
-    finally:
-        CHOICE["sets"] = False
     assert state.status == "failed"
     assert "node 'visits > square' fans its items out" in state.error and "JSON only" in state.error
     assert "item 0" in state.error and "fan_out" in state.error  # what to do
@@ -222,12 +232,9 @@ def test_a_non_json_item_fails_the_run_naming_the_node(runs):
 
 
 def test_a_failing_item_fails_the_section_marked_with_its_path(runs):
-    CHOICE["failing"] = 7
-    try:
+    with choosing(failing=7):
         run_id = runs.start(start_shared(range(10)))
         state = runs.wait(run_id, timeout=60)
-    finally:
-        CHOICE["failing"] = None
     assert state.status == "failed"
     assert state.error.startswith(
         "FanOutItemFailed: item 7 of the parallel batch 'visits > square'"
@@ -236,13 +243,10 @@ def test_a_failing_item_fails_the_section_marked_with_its_path(runs):
 
 
 def test_an_item_is_retried_and_falls_back_on_its_worker_as_in_its_section(runs):
-    CHOICE.update(flaky=3, hopeless=4)
-    try:
+    with choosing(flaky=3, hopeless=4):
         run_id = runs.start(start_shared(range(6)))
         state = runs.wait(run_id, timeout=60)
         plain = plain_run(range(6))
-    finally:
-        CHOICE.update(flaky=None, hopeless=None)
     assert state.status == "done", state.error
     assert state.shared == plain
     first = state.shared["results"][0]
@@ -250,12 +254,9 @@ def test_an_item_is_retried_and_falls_back_on_its_worker_as_in_its_section(runs)
 
 
 def test_an_item_that_asks_cannot_pause_away_from_its_run(runs):
-    CHOICE["asking"] = 2
-    try:
+    with choosing(asking=2):
         run_id = runs.start(start_shared([1, 2]))
         state = runs.wait(run_id, timeout=60)
-    finally:
-        CHOICE["asking"] = None
     assert state.status == "failed"
     assert "asked for input" in state.error and "cannot pause" in state.error
 

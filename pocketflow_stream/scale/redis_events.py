@@ -396,7 +396,7 @@ async def read_batches(
         quiet_since = time.monotonic()
         batch: List[Tuple[str, str, str]] = []
         final = False
-        for _stream, entries in answer or ():
+        for _stream, entries in answer:
             for entry_id, fields in entries:
                 fields = {_text(k): _text(v) for k, v in fields.items()}
                 last = _text(entry_id)
